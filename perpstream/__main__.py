@@ -1,0 +1,5 @@
+"""``python -m perpstream`` is the ``perpstream`` command."""
+
+from perpstream.cli import main
+
+raise SystemExit(main())

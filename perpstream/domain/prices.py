@@ -1,0 +1,67 @@
+"""Oracle prices as Pyth publishes them, and their exact decimal values.
+
+Pyth quotes a price as an integer mantissa with a shared exponent
+(``value = price × 10^expo``) and a confidence interval in the same units.
+Keeping the integers and converting on demand means no float ever touches a
+price, and two updates can be compared exactly.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import attrs
+
+__all__ = ["PythPrice", "PriceUpdate", "normalize_feed_id"]
+
+
+def normalize_feed_id(feed_id: str) -> str:
+    """Return a Pyth feed id as 64 lower-case hex digits without ``0x``.
+
+    Hermes omits the prefix while configs and docs often include it; one
+    canonical form lets feed ids be compared and used as dictionary keys.
+    """
+    text = feed_id.strip().lower()
+    if text.startswith("0x"):
+        text = text[2:]
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"not a Pyth feed id (64 hex digits): {feed_id!r}")
+    return text
+
+
+@attrs.frozen
+class PythPrice:
+    """One Pyth price: ``price`` and ``conf`` are integers scaled by ``10^expo``."""
+
+    price: int
+    conf: int
+    expo: int
+    publish_time: int  # oracle time, integer seconds since the Unix epoch
+
+    @property
+    def value(self) -> Decimal:
+        """The price as an exact decimal."""
+        return Decimal(f"{self.price}E{self.expo}")
+
+    @property
+    def confidence(self) -> Decimal:
+        """The confidence interval (one σ) as an exact decimal."""
+        return Decimal(f"{self.conf}E{self.expo}")
+
+
+@attrs.frozen
+class PriceUpdate:
+    """What every price feed emits: one feed's newest price and EMA price.
+
+    Real (Hermes) and simulated feeds produce the same type, so everything
+    downstream is indifferent to where prices come from.
+    """
+
+    feed_id: str  # canonical form, see normalize_feed_id
+    price: PythPrice
+    ema_price: PythPrice
+    source: str  # "pyth-hermes" | "simulated"
+
+    @property
+    def publish_time(self) -> int:
+        return self.price.publish_time
