@@ -1,0 +1,193 @@
+"""Serve the app with hypercorn's trio worker over guarded socket streams.
+
+Why not plain ``hypercorn.trio.serve``: its TCP server writes every frame
+with ``stream.send_all`` inside a *shielded* cancel scope behind a
+per-connection lock. A peer that stops reading fills its TCP window, the
+send blocks, and no timeout set by the application can reach it: the
+sending task is pinned, and pings and closes queue behind the same lock.
+Hypercorn also sends WebSocket pings but never checks that they are
+answered, so a peer that vanished without a FIN lingers until TCP gives up.
+
+The fix sits below the shield. Every accepted socket is wrapped in a
+:class:`GuardedStream` that records when a send started blocking and when
+bytes last arrived. One :class:`ConnectionGuard` task sweeps all streams
+(one timer for the whole server, not one per connection) and force-closes
+a stream whose send has been blocked longer than ``send_timeout`` or that
+has been silent for longer than ``idle_timeout`` (hypercorn's pings make a
+live peer answer with pongs, which count as bytes received). Closing the
+socket wakes the blocked ``send_all`` with an error; hypercorn then reports
+``websocket.disconnect`` to the application, which ends the connection's
+handler and frees its buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
+
+__all__ = ["ConnectionGuard", "GuardedStream", "serve"]
+
+log = logging.getLogger("perpstream.web.server")
+
+
+class GuardedStream(trio.abc.HalfCloseableStream):
+    """A socket stream whose stuck sends and silent peers can be cut off from outside."""
+
+    __slots__ = ("_stream", "socket", "send_blocked_since", "last_receive", "cut_reason")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self.socket = stream.socket  # hypercorn reads peer and local addresses from it
+        self.send_blocked_since: float | None = None
+        self.last_receive = trio.current_time()
+        self.cut_reason: str | None = None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.send_blocked_since = trio.current_time()
+        try:
+            await self._stream.send_all(data)
+        except trio.ClosedResourceError:
+            if self.cut_reason is not None:
+                raise trio.BrokenResourceError(self.cut_reason) from None
+            raise
+        finally:
+            self.send_blocked_since = None
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._stream.receive_some(max_bytes)
+        self.last_receive = trio.current_time()
+        return data
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def cut(self, reason: str) -> None:
+        """Abort the connection now (RST, no lingering), waking any blocked send."""
+        if self.cut_reason is not None:
+            return
+        self.cut_reason = reason
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # already closed: nothing to abort
+        # Closing the trio socket notifies tasks blocked on it (ClosedResourceError).
+        self.socket.close()
+
+
+class ConnectionGuard:
+    """Sweeps every open stream and cuts the stuck and the silent ones."""
+
+    def __init__(self, *, send_timeout: float, idle_timeout: float | None) -> None:
+        self.send_timeout = send_timeout
+        self.idle_timeout = idle_timeout
+        self.streams: set[GuardedStream] = set()
+        self.cut_slow = 0
+        self.cut_idle = 0
+
+    def wrap(self, stream: trio.SocketStream) -> GuardedStream:
+        guarded = GuardedStream(stream)
+        self.streams.add(guarded)
+        return guarded
+
+    def release(self, stream: GuardedStream) -> None:
+        self.streams.discard(stream)
+
+    def sweep(self) -> None:
+        """One pass: cut every stream past its send timeout or idle timeout."""
+        now = trio.current_time()
+        for stream in list(self.streams):
+            blocked = stream.send_blocked_since
+            if blocked is not None and now - blocked > self.send_timeout:
+                self.cut_slow += 1
+                log.info("cutting a client that stopped reading (send blocked %.1f s)", now - blocked)
+                stream.cut("send timed out: the peer stopped reading")
+            elif self.idle_timeout is not None and now - stream.last_receive > self.idle_timeout:
+                self.cut_idle += 1
+                log.info("cutting a silent client (no bytes, not even a pong, for %.1f s)",
+                         now - stream.last_receive)
+                stream.cut("the peer stopped answering pings")
+
+    async def run(self) -> None:
+        period = min(1.0, self.send_timeout / 4)
+        if self.idle_timeout is not None:
+            period = min(period, self.idle_timeout / 4)
+        while True:
+            await trio.sleep(period)
+            self.sweep()
+
+
+async def serve(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    guard: ConnectionGuard,
+    ping_interval: float | None,
+    max_message_bytes: int,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on host:port until ``shutdown_trigger`` returns.
+
+    The same life cycle as ``hypercorn.trio.serve`` (ASGI lifespan, graceful
+    timeout on shutdown), with each accepted socket wrapped for ``guard``.
+    ``task_status.started`` receives the bound (host, port) pairs, so a
+    caller that asked for port 0 learns the real one.
+    """
+    config = HypercornConfig()
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.websocket_ping_interval = ping_interval
+    config.websocket_max_message_size = max_message_bytes
+    config.graceful_timeout = 5.0
+    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
+    lifespan_state: dict[str, Any] = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        guarded = guard.wrap(stream)
+        try:
+            await TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()), guarded)  # type: ignore[arg-type]
+        finally:
+            guard.release(guarded)
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        # The guard outlives the accept loop: during the graceful timeout a
+        # shielded send can still be stuck, and only the guard can cut it.
+        lifespan_nursery.start_soon(guard.run)
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = [l.socket.getsockname()[:2] for l in listeners]
+        async with trio.open_nursery() as server_nursery:
+            async with trio.open_nursery() as accept_nursery:
+                accept_nursery.start_soon(
+                    partial(trio.serve_listeners, handle, listeners, handler_nursery=server_nursery)
+                )
+                task_status.started(bound)
+                await shutdown_trigger()
+                accept_nursery.cancel_scope.cancel()
+            # No new connections; give open ones the graceful timeout to finish.
+            await context.terminated.set()
+            server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

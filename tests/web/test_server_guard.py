@@ -1,0 +1,103 @@
+"""The guarded server cuts a client that stops reading, on a real socket.
+
+Real time and real sockets: the hazard lives in the kernel's TCP buffers and
+hypercorn's shielded send, which a virtual clock cannot reproduce.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+from quart import websocket
+from quart_trio import QuartTrio
+from trio_websocket import open_websocket_url
+
+from perpstream.web.server import ConnectionGuard, serve
+
+pytestmark = pytest.mark.e2e
+
+
+def _flood_app(ended: list[str]) -> QuartTrio:
+    app = QuartTrio("guard-test")
+
+    @app.websocket("/flood")
+    async def flood() -> None:
+        chunk = "x" * 60_000
+        try:
+            while True:
+                await websocket.send(chunk)
+                # hypercorn drops sends after a close without a checkpoint; a
+                # writer must yield so the disconnect's cancellation reaches it.
+                await trio.lowlevel.checkpoint()
+        finally:
+            ended.append("flood")
+
+    @app.websocket("/echo")
+    async def echo() -> None:
+        while True:
+            await websocket.send(await websocket.receive())
+
+    return app
+
+
+def _raw_handshake(port: int, path: str) -> socket.socket:
+    """Open a WebSocket with a tiny receive buffer, then never read from it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    return sock
+
+
+async def test_a_client_that_stops_reading_is_cut_within_send_timeout() -> None:
+    ended: list[str] = []
+    guard = ConnectionGuard(send_timeout=1.0, idle_timeout=None)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(
+            lambda task_status: serve(
+                _flood_app(ended), host="127.0.0.1", port=0, guard=guard, ping_interval=None,
+                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
+            )
+        )
+        port = bound[0][1]
+        stalled = _raw_handshake(port, "/flood")
+        started = trio.current_time()
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/echo") as healthy:
+            # The healthy client keeps its round trips while the other one is stuck.
+            while not ended:
+                with trio.fail_after(1):
+                    await healthy.send_message("ping")
+                    assert await healthy.get_message() == "ping"
+                await trio.sleep(0.1)
+                assert trio.current_time() - started < 10, "stalled client was never cut"
+        elapsed = trio.current_time() - started
+        assert guard.cut_slow == 1
+        assert 1.0 <= elapsed < 5.0
+        assert not guard.streams or all(s.cut_reason is None for s in guard.streams)
+        stalled.close()
+        shutdown.set()
+
+
+async def test_a_silent_peer_is_cut_after_idle_timeout() -> None:
+    guard = ConnectionGuard(send_timeout=5.0, idle_timeout=0.5)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(
+            lambda task_status: serve(
+                _flood_app([]), host="127.0.0.1", port=0, guard=guard, ping_interval=None,
+                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
+            )
+        )
+        sock = socket.create_connection(("127.0.0.1", bound[0][1]))
+        with trio.fail_after(5):
+            while guard.cut_idle == 0:
+                await trio.sleep(0.05)
+        sock.close()
+        shutdown.set()
