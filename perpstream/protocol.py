@@ -31,6 +31,7 @@ __all__ = [
     "Frame",
     "Message",
     "encode",
+    "to_data",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -295,6 +296,11 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
+def to_data(value: object) -> Any:
+    """Any protocol object as JSON-ready data (decimals as plain strings)."""
+    return _converter.unstructure(value)
+
+
 @attrs.frozen
 class Frame:
     """A message encoded once, ready to be rendered for any subscription.
@@ -307,6 +313,10 @@ class Frame:
     snapshot: bool
     body: str
     ts: int
+
+    def json(self) -> str:
+        """The message as a JSON object without per-subscription fields (for REST)."""
+        return "{" + self.body
 
     def render(self, seq: int, conflated: int = 0) -> str:
         """The frame's text for one subscription at position ``seq``."""

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from quart_trio import QuartTrio
 
+from perpstream.web.context import AppContext
+from perpstream.web.ops_routes import add_ops_routes
+from perpstream.web.rest_routes import add_rest_routes
+from perpstream.web.ws_routes import add_websocket_routes
+
 __all__ = ["create_app"]
 
 
-def create_app() -> QuartTrio:
-    """The HTTP and WebSocket application."""
+def create_app(context: AppContext) -> QuartTrio:
+    """The HTTP and WebSocket application over a running actor tree."""
     app = QuartTrio("perpstream")
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process is up and its event loop answers."""
-        return {"status": "ok"}
-
+    add_ops_routes(app, context)
+    add_rest_routes(app, context)
+    add_websocket_routes(app, context)
     return app

@@ -1,0 +1,92 @@
+"""Mailbox messages between the service's actors.
+
+Requests carry their :class:`actors.Reply`; everything else is fire-and-forget.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from actors import Reply
+from perpstream.chain.events import IndexedEvent
+from perpstream.domain import PriceUpdate
+from perpstream.protocol import Candidate, MarketStats, Message, PositionView
+from perpstream.protocol import PriceUpdate as PriceMessage
+
+__all__ = [
+    "ChainDelivery",
+    "GetCandidates",
+    "GetMarketState",
+    "GetUserPositions",
+    "MarketCandidates",
+    "MarketState",
+    "PriceTick",
+    "UserEvent",
+    "UserPositions",
+]
+
+
+@attrs.frozen
+class PriceTick:
+    """A new oracle price for a market (feed → MarketActor)."""
+
+    update: PriceUpdate
+
+
+@attrs.frozen
+class ChainDelivery:
+    """An indexed chain event (indexer → MarketActor)."""
+
+    indexed: IndexedEvent
+
+
+@attrs.frozen
+class UserEvent:
+    """An event for one account's stream (MarketActor → UserSessionActor)."""
+
+    message: Message
+
+
+@attrs.frozen
+class UserPositions:
+    """An account's positions in one market, priced now."""
+
+    market_id: str
+    views: tuple[PositionView, ...]
+
+
+@attrs.frozen
+class GetUserPositions:
+    address: str
+    reply: Reply[UserPositions]
+
+
+@attrs.frozen
+class MarketCandidates:
+    """One market's most-at-risk positions and its totals."""
+
+    candidates: tuple[Candidate, ...]  # lowest health first
+    total_at_risk: int
+    total_liquidatable: int
+
+
+@attrs.frozen
+class GetCandidates:
+    limit: int
+    reply: Reply[MarketCandidates]
+
+
+@attrs.frozen
+class MarketState:
+    """What REST and readiness need to know about a market right now."""
+
+    market_id: str
+    stats: MarketStats
+    price: PriceMessage | None
+    positions: tuple[tuple[str, PositionView], ...] = ()  # (address, view) when asked for
+
+
+@attrs.frozen
+class GetMarketState:
+    reply: Reply[MarketState]
+    with_positions: bool = False

@@ -1,0 +1,261 @@
+"""User sessions: one actor per watched account, shared by all its connections.
+
+A session starts on an account's first subscriber (several tabs, a bot and
+a phone share it) and stops when the last one has been gone for a grace
+period, so a page reload does not tear it down and rebuild it. Every
+``positions_interval_ms`` it asks each market for the account's positions,
+priced now, and publishes one ``positions_update``; events from the markets
+(chain events, liquidation warnings) go out on its events topic as they come.
+
+The :class:`SessionDirectory` actor owns the reference counts and grace
+timers, and serialises starts and stops, so a subscriber arriving just as a
+session's grace period ends can never be attached to a stopping session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+
+import attrs
+import trio
+
+from actors import (
+    Actor,
+    ActorContext,
+    ActorNotFound,
+    ActorRef,
+    ChildSpec,
+    MailboxFull,
+    Reply,
+    RequestTimeout,
+    Restart,
+    Supervisor,
+)
+from perpstream.clock import WallClock
+from perpstream.protocol import Channel, PositionsUpdate, PositionView, Resync
+from perpstream.services.messages import GetUserPositions, UserEvent, UserPositions
+from perpstream.services.topics import StreamTopics, market_name, session_name
+from perpstream.streams import StreamKey
+
+__all__ = ["SessionDirectory", "SessionSettings", "UserSessionActor", "acquire_session", "session_spec"]
+
+log = logging.getLogger("perpstream.sessions")
+
+
+@attrs.frozen
+class SessionSettings:
+    positions_interval_ms: int = 2000
+    grace_s: float = 10.0
+    event_buffer: int = 256
+    request_timeout_s: float = 2.0
+
+
+class UserSessionActor(Actor):
+    """Publishes one account's positions stream; registered as ``sessions/{address}``."""
+
+    kind = "session"
+    mailbox_capacity = 1024
+
+    def __init__(self, address: str, *, markets: Sequence[str], settings: SessionSettings, clock: WallClock) -> None:
+        self.address = address
+        self.markets = tuple(markets)
+        self.settings = settings
+        self.clock = clock
+        self.updates = 0
+        self.events = 0
+        self._topics: StreamTopics | None = None
+        self._ctx: ActorContext | None = None
+
+    async def setup(self, ctx: ActorContext) -> None:
+        self._ctx = ctx
+        self._topics = StreamTopics.of(ctx, StreamKey(Channel.POSITIONS, self.address), self.settings.event_buffer)
+        if ctx.incarnation > 1:
+            self._topics.publish_event(Resync(reason="session_restarted"), self.clock.now_ms())
+        await self._publish_positions()  # the snapshot a new subscriber gets at once
+        ctx.nursery.start_soon(self._publish_periodically)
+
+    async def handle(self, msg: object) -> None:
+        if isinstance(msg, UserEvent):
+            assert self._topics is not None
+            self.events += 1
+            self._topics.publish_event(msg.message, self.clock.now_ms())
+        else:
+            log.warning("session %s: unexpected message %r", self.address, msg)
+
+    def describe(self) -> dict[str, object]:
+        return {"address": self.address, "updates": self.updates, "events": self.events}
+
+    async def _publish_periodically(self) -> None:
+        while True:
+            await trio.sleep(self.settings.positions_interval_ms / 1000)
+            await self._publish_positions()
+
+    async def _positions_in(self, market_id: str) -> tuple[PositionView, ...]:
+        assert self._ctx is not None
+        ref = self._ctx.registry.ref(market_name(market_id))
+        try:
+            answer: UserPositions = await ref.request(
+                lambda reply: GetUserPositions(self.address, reply), timeout=self.settings.request_timeout_s
+            )
+        except (RequestTimeout, ActorNotFound):
+            log.info("session %s: market %s did not answer; skipping it this round", self.address, market_id)
+            return ()
+        return answer.views
+
+    async def _publish_positions(self) -> None:
+        views: list[PositionView] = []
+        for market_id in self.markets:
+            views.extend(await self._positions_in(market_id))
+        total_collateral = sum((v.collateral for v in views), Decimal(0))
+        total_pnl = sum((v.unrealized_pnl for v in views if v.unrealized_pnl is not None), Decimal(0))
+        total_equity = sum((v.equity if v.equity is not None else v.collateral for v in views), Decimal(0))
+        assert self._topics is not None
+        self.updates += 1
+        self._topics.publish_snapshot(
+            PositionsUpdate(
+                positions=tuple(views),
+                total_collateral=total_collateral,
+                total_unrealized_pnl=total_pnl,
+                total_equity=total_equity,
+            ),
+            self.clock.now_ms(),
+        )
+
+
+@attrs.frozen
+class _Acquire:
+    address: str
+    reply: Reply[None]
+
+
+@attrs.frozen
+class _Release:
+    address: str
+
+
+@attrs.frozen
+class _Expire:
+    address: str
+    generation: int
+
+
+class SessionDirectory(Actor):
+    """Starts sessions on first use and stops them after the grace period."""
+
+    kind = "session-directory"
+    mailbox_capacity = 4096
+
+    def __init__(
+        self,
+        *,
+        supervisor: str,
+        session_spec: Callable[[str], ChildSpec],
+        grace_s: float,
+    ) -> None:
+        self._supervisor_name = supervisor
+        self._session_spec = session_spec
+        self._grace_s = grace_s
+        self._users: dict[str, int] = {}
+        self._generation: dict[str, int] = {}
+        self._ctx: ActorContext | None = None
+
+    async def setup(self, ctx: ActorContext) -> None:
+        self._ctx = ctx
+        # A restarted directory has lost its counts; sessions it no longer
+        # knows about are stopped rather than leaked.
+        supervisor = self._supervisor()
+        for name in supervisor.child_names():
+            await supervisor.stop_child(name)
+
+    def _supervisor(self) -> Supervisor:
+        assert self._ctx is not None
+        return self._ctx.registry.lookup_supervisor(self._supervisor_name)
+
+    def describe(self) -> dict[str, object]:
+        return {"sessions": len(self._generation), "subscribers": sum(self._users.values())}
+
+    async def handle(self, msg: object) -> None:
+        if isinstance(msg, _Acquire):
+            await self._acquire(msg)
+        elif isinstance(msg, _Release):
+            self._release(msg.address)
+        elif isinstance(msg, _Expire):
+            await self._expire(msg)
+
+    async def _acquire(self, msg: _Acquire) -> None:
+        address = msg.address
+        self._users[address] = self._users.get(address, 0) + 1
+        self._generation[address] = self._generation.get(address, 0) + 1
+        supervisor = self._supervisor()
+        name = session_name(address)
+        if name not in supervisor.child_names():
+            try:
+                await supervisor.start_child(self._session_spec(address))
+            except Exception as exc:  # reported to the requester, who releases
+                msg.reply.fail(exc)
+                return
+            log.info("session %s started", address)
+        msg.reply.send(None)
+
+    def _release(self, address: str) -> None:
+        count = self._users.get(address, 0) - 1
+        if count > 0:
+            self._users[address] = count
+            return
+        self._users.pop(address, None)
+        generation = self._generation.get(address, 0)
+        assert self._ctx is not None
+        ref = self._ctx.self_ref
+
+        async def expire_later() -> None:
+            await trio.sleep(self._grace_s)
+            try:
+                ref.send_nowait(_Expire(address, generation))
+            except (ActorNotFound, MailboxFull):
+                pass  # the directory is restarting or swamped: its setup cleans up
+
+        self._ctx.nursery.start_soon(expire_later)
+
+    async def _expire(self, msg: _Expire) -> None:
+        if self._users.get(msg.address) or self._generation.get(msg.address) != msg.generation:
+            return  # someone came back during the grace period
+        self._generation.pop(msg.address, None)
+        supervisor = self._supervisor()
+        name = session_name(msg.address)
+        if name in supervisor.child_names():
+            await supervisor.stop_child(name)
+            log.info("session %s stopped after its grace period", msg.address)
+
+
+@asynccontextmanager
+async def acquire_session(directory: ActorRef, address: str, *, timeout: float = 5.0) -> AsyncIterator[None]:
+    """Hold an account's session open (started and ready) for the block's duration.
+
+    The release is sent even when the acquire failed or timed out: the
+    directory counted the request when it took it, so every acquire is
+    balanced by exactly one release.
+    """
+    try:
+        await directory.request(lambda reply: _Acquire(address, reply), timeout=timeout)
+        yield
+    finally:
+        try:
+            directory.send_nowait(_Release(address))
+        except (ActorNotFound, MailboxFull):
+            log.warning("could not release the session of %s", address)
+
+
+def session_spec(
+    address: str, *, markets: Sequence[str], settings: SessionSettings, clock: WallClock
+) -> ChildSpec:
+    """How the sessions supervisor starts an account's session."""
+    return ChildSpec(
+        name=session_name(address),
+        factory=lambda: UserSessionActor(address, markets=markets, settings=settings, clock=clock),
+        restart=Restart.TRANSIENT,
+        shutdown_timeout=2.0,
+    )
+

@@ -1,0 +1,69 @@
+"""The two topics behind every stream, and the registry names of the service.
+
+Each stream has a snapshot topic (conflated: a slow subscriber skips to the
+newest state) and an events topic (queued: every event arrives, or the
+subscriber is cut off as a slow consumer). Messages are encoded to a
+:class:`~perpstream.protocol.Frame` once, at publish time, and the same
+frame object reaches every subscriber.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from actors import Policy, Topic
+from perpstream.protocol import Frame, Message, encode
+from perpstream.streams import StreamKey
+
+__all__ = ["StreamTopics", "market_name", "session_name", "FEED", "INDEXER", "SCANNER", "SESSIONS", "SESSION_DIRECTORY"]
+
+FEED = "feed"
+INDEXER = "indexer"
+SCANNER = "scanner"
+SESSIONS = "sessions"
+SESSION_DIRECTORY = "session-directory"
+
+
+def market_name(market_id: str) -> str:
+    """The registry name of a market's actor."""
+    return f"markets/{market_id}"
+
+
+def session_name(address: str) -> str:
+    """The registry name of an account's session actor (EIP-55 address)."""
+    return f"sessions/{address}"
+
+
+class _TopicSource(Protocol):
+    def topic(self, name: str, *, policy: Policy, capacity: int) -> Topic[Frame]: ...
+
+
+@attrs.frozen
+class StreamTopics:
+    """A stream's snapshot and events topics, publishing encoded frames."""
+
+    key: StreamKey
+    snapshots: Topic[Frame]
+    events: Topic[Frame]
+
+    @classmethod
+    def of(cls, source: _TopicSource, key: StreamKey, event_buffer: int) -> StreamTopics:
+        """Get (or create) the stream's topics from a registry or an actor context."""
+        return cls(
+            key,
+            source.topic(key.topic, policy=Policy.CONFLATE, capacity=1),
+            source.topic(key.events_topic, policy=Policy.QUEUE, capacity=event_buffer),
+        )
+
+    def _encode(self, message: Message, ts: int) -> Frame:
+        field = self.key.key_field
+        stream_key = None if field is None or self.key.key is None else (field, self.key.key)
+        return encode(message, channel=self.key.channel, ts=ts, key=stream_key)
+
+    def publish_snapshot(self, message: Message, ts: int) -> None:
+        self.snapshots.publish(self._encode(message, ts))
+
+    def publish_event(self, message: Message, ts: int) -> None:
+        self.events.publish(self._encode(message, ts))

@@ -1,0 +1,308 @@
+"""One WebSocket connection: its subscriptions, its writer, its reader.
+
+Backpressure lives here. Every stream the client subscribes to is two topic
+subscriptions (snapshots, conflated; events, queued) attached to one
+:class:`actors.Sink`; one writer task per connection drains the sink and is
+the only task that writes to the socket. Actors publish without ever
+waiting for this writer:
+
+- a slow client's snapshot subscriptions hold only the newest frame, and the
+  frame it finally gets says how many it skipped (``conflated``);
+- its event subscriptions queue up to ``ws.event_buffer`` frames; one more
+  closes the subscription with ``overflow``, and the writer sends ``goodbye``
+  (``slow_consumer``) and closes with 1013;
+- a client that stops reading altogether blocks the writer inside the
+  server's send; the connection guard (``perpstream.web.server``) cuts the
+  socket after ``ws.send_timeout``, the framework cancels this handler, and
+  the subscriptions are closed on the way out, so the memory is freed.
+
+Replies to the client's own messages (``pong``, ``error``, acks) and
+server-initiated closes go through a small private control topic on the
+same sink, so the writer stays the only sender and ordering is preserved.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+
+import attrs
+import trio
+
+from actors import Policy, Sink, Subscription, SubscriptionClosed, Topic
+from perpstream.protocol import (
+    Channel,
+    CloseCode,
+    Connected,
+    Error,
+    Frame,
+    Goodbye,
+    Message,
+    Pong,
+    Subscribed,
+    Unsubscribed,
+    encode,
+)
+from perpstream.streams import StreamKey
+from perpstream.web.client_messages import (
+    ClientMessageError,
+    Ping,
+    Subscribe,
+    Unsubscribe,
+    parse_client_message,
+)
+from perpstream.web.context import AppContext
+
+__all__ = ["Connection", "WebSocketIO"]
+
+log = logging.getLogger("perpstream.web.connection")
+
+_CONTROL_CAPACITY = 64
+
+
+@attrs.frozen
+class WebSocketIO:
+    """The three socket operations a connection needs (quart's websocket, or a test double)."""
+
+    send: Callable[[str], Awaitable[None]]
+    receive: Callable[[], Awaitable[str | bytes]]
+    close: Callable[[int, str], Awaitable[None]]
+
+
+@attrs.frozen
+class _Close:
+    """A control item: send ``goodbye`` (if a reason is given), then close."""
+
+    code: int
+    goodbye: str | None
+
+
+class _Stream:
+    """One subscribed stream: its two subscriptions and its ``seq``."""
+
+    __slots__ = ("key", "snapshots", "events", "seq", "resources")
+
+    def __init__(self, key: StreamKey, snapshots: Subscription[Frame], events: Subscription[Frame]) -> None:
+        self.key = key
+        self.snapshots = snapshots
+        self.events = events
+        self.seq = 0
+        self.resources = AsyncExitStack()
+
+    def render(self, frame: Frame, skipped: int = 0) -> str:
+        self.seq += 1
+        return frame.render(self.seq, skipped)
+
+
+class Connection:
+    """Serves one WebSocket until the client leaves, misbehaves, or the server stops."""
+
+    def __init__(self, io: WebSocketIO, context: AppContext, *, endpoint: str, multiplexed: bool) -> None:
+        self.io = io
+        self.context = context
+        self.endpoint = endpoint
+        self.multiplexed = multiplexed
+        self.sink = Sink()
+        self.streams: dict[str, _Stream] = {}
+        self._by_subscription: dict[Subscription[Frame], _Stream] = {}
+        self._control_topic: Topic[object] = Topic("control", policy=Policy.QUEUE, capacity=_CONTROL_CAPACITY)
+        self._control = self._control_topic.subscribe(self.sink)
+        self._system_seq = 0
+        self.malformed = 0
+        self.closed = False
+
+    # ------------------------------------------------------------ public
+
+    async def serve(self, first: StreamKey | None) -> None:
+        """Run until closed; ``first`` is the stream of a single-stream path."""
+        metrics = self.context.metrics
+        metrics.connections.labels(self.endpoint).inc()
+        self.context.connections.add(self)
+        try:
+            if first is not None:
+                await self._subscribe(first, request_id=None, ack=False)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_loop, nursery.cancel_scope)
+                await self._write_loop()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.closed = True
+            self.context.connections.discard(self)
+            metrics.connections.labels(self.endpoint).dec()
+            with trio.CancelScope(shield=True):
+                for stream in list(self.streams.values()):
+                    await self._drop(stream)
+                self._control.close()
+
+    def close(self, code: int, goodbye: str | None) -> None:
+        """Ask the writer to say ``goodbye`` and close (from any task, never blocks)."""
+        self._control_topic.publish(_Close(code, goodbye))
+
+    # ------------------------------------------------------------ writing
+
+    async def _send(self, text: str) -> None:
+        await self.io.send(text)
+
+    def _system(self, message: Message) -> str:
+        """A connection-level message: on a single-stream path it shares that stream's seq."""
+        frame = encode(message, channel=Channel.SYSTEM, ts=self.context.clock.now_ms())
+        if not self.multiplexed and self.streams:
+            return next(iter(self.streams.values())).render(frame)
+        self._system_seq += 1
+        return frame.render(self._system_seq)
+
+    def reply(self, message: Message) -> None:
+        """Queue a connection-level message for the writer."""
+        self._control_topic.publish(message)
+
+    async def _write_loop(self) -> None:
+        metrics = self.context.metrics
+        while True:
+            await self.sink.wait()
+            for subscription in self.sink.pending():
+                if subscription is self._control:
+                    if await self._drain_control():
+                        return
+                    continue
+                stream = self._by_subscription.get(subscription)
+                if stream is None:
+                    continue  # unsubscribed while pending
+                while True:
+                    try:
+                        delivery = subscription.take()
+                    except SubscriptionClosed as closed:
+                        if closed.reason == "overflow":
+                            metrics.slow_consumer_closes.inc()
+                            log.info("closing a slow consumer on %s (%s)", self.endpoint, stream.key.name)
+                            await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
+                            return
+                        break
+                    if delivery is None:
+                        break
+                    frame: Frame = delivery.item
+                    if delivery.skipped:
+                        metrics.conflated.inc(delivery.skipped)
+                    await self._send(stream.render(frame, delivery.skipped))
+                    metrics.observe_sent(stream.key.channel.value, frame.ts, self.context.clock.now_ms())
+
+    async def _drain_control(self) -> bool:
+        """Send queued control messages; True once the connection is closed."""
+        while True:
+            try:
+                delivery = self._control.take()
+            except SubscriptionClosed:
+                # The client flooded us with requests and never read the replies.
+                self.context.metrics.slow_consumer_closes.inc()
+                await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
+                return True
+            if delivery is None:
+                return False
+            item = delivery.item
+            if isinstance(item, _StreamFrame):
+                if self.streams.get(item.stream.key.name) is item.stream:
+                    await self._send(item.stream.render(item.frame))
+                continue
+            if isinstance(item, _Close):
+                await self._close_now(item.code, item.goodbye)
+                return True
+            assert isinstance(item, Message)
+            await self._send(self._system(item))
+
+    async def _close_now(self, code: int, goodbye: str | None) -> None:
+        if goodbye is not None:
+            await self._send(self._system(Goodbye(reason=goodbye)))
+        self.closed = True
+        await self.io.close(code, goodbye or "")
+
+    # ------------------------------------------------------------ reading
+
+    async def _read_loop(self, cancel_scope: trio.CancelScope) -> None:
+        ws = self.context.config.ws
+        markets = self.context.market_ids
+        while True:
+            frame = await self.io.receive()
+            try:
+                request = parse_client_message(
+                    frame, max_bytes=ws.max_frame_bytes, markets=markets, multiplexed=self.multiplexed
+                )
+            except ClientMessageError as exc:
+                self.reply(Error(code=exc.code, message=exc.message, id=exc.id))
+                if exc.malformed:
+                    self.malformed += 1
+                    if self.malformed >= ws.max_malformed:
+                        self.close(CloseCode.POLICY, "repeated_malformed_input")
+                        return
+                continue
+            if isinstance(request, Ping):
+                self.reply(Pong(id=request.id))
+            elif isinstance(request, Subscribe):
+                await self._subscribe(request.stream, request_id=request.id, ack=True)
+            elif isinstance(request, Unsubscribe):
+                stream = self.streams.get(request.stream.name)
+                if stream is None:
+                    self.reply(Error(code="not_subscribed", message=f"not subscribed to {request.stream.name}",
+                                     id=request.id))
+                else:
+                    await self._drop(stream)
+                    self.reply(Unsubscribed(id=request.id, subscription=request.stream.name))
+
+    # ------------------------------------------------------------ subscriptions
+
+    async def _subscribe(self, key: StreamKey, *, request_id: int | str | None, ack: bool) -> None:
+        limit = self.context.config.ws.max_subscriptions_per_connection
+        if key.name in self.streams:
+            self.reply(Error(code="already_subscribed", message=f"already subscribed to {key.name}", id=request_id))
+            return
+        if len(self.streams) >= limit:
+            self.reply(Error(code="too_many_subscriptions",
+                             message=f"at most {limit} subscriptions per connection", id=request_id))
+            self.close(CloseCode.TOO_MANY, "too_many_subscriptions")
+            return
+        resources = AsyncExitStack()
+        try:
+            await resources.enter_async_context(self.context.attach(key))
+        except Exception as exc:
+            await resources.aclose()
+            log.warning("cannot attach %s: %r", key.name, exc)
+            self.reply(Error(code="unavailable", message=f"{key.name} is not available right now", id=request_id))
+            return
+        topics = self.context.topics(key)
+        stream = _Stream(key, topics.snapshots.subscribe(self.sink), topics.events.subscribe(self.sink))
+        stream.resources = resources
+        self.streams[key.name] = stream
+        self._by_subscription[stream.snapshots] = stream
+        self._by_subscription[stream.events] = stream
+        if ack:
+            self.reply(Subscribed(id=request_id, subscription=key.name))
+        # connected, then the current snapshot at once: through the control
+        # topic so they follow the ack, and rendered on this stream's seq.
+        self._control_topic.publish(_StreamFrame(stream, self._connected_frame(key)))
+        latest = topics.snapshots.latest
+        if latest is not None:
+            self._control_topic.publish(_StreamFrame(stream, latest))
+
+    def _connected_frame(self, key: StreamKey) -> Frame:
+        field = key.key_field
+        return encode(
+            Connected(interval_ms=self.context.interval_ms(key.channel), server_time=self.context.clock.now_ms()),
+            channel=key.channel,
+            ts=self.context.clock.now_ms(),
+            key=None if field is None or key.key is None else (field, key.key),
+        )
+
+    async def _drop(self, stream: _Stream) -> None:
+        self.streams.pop(stream.key.name, None)
+        self._by_subscription.pop(stream.snapshots, None)
+        self._by_subscription.pop(stream.events, None)
+        stream.snapshots.close()
+        stream.events.close()
+        await stream.resources.aclose()
+
+
+@attrs.frozen
+class _StreamFrame:
+    """A control item: a frame for one stream (its ``connected`` and first snapshot)."""
+
+    stream: _Stream
+    frame: Frame

@@ -1,0 +1,75 @@
+"""What the web layer shares: config, the actor registry, clock, metrics, open connections."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import attrs
+
+from actors import Registry
+from perpstream.clock import WallClock
+from perpstream.config import Config
+from perpstream.protocol import Channel
+from perpstream.services.session import acquire_session
+from perpstream.services.topics import SESSION_DIRECTORY, StreamTopics
+from perpstream.streams import StreamKey
+from perpstream.web.metrics import Metrics
+
+__all__ = ["AppContext"]
+
+
+@attrs.define(eq=False)
+class AppContext:
+    """Built once per daemon and handed to ``create_app``."""
+
+    config: Config
+    registry: Registry
+    clock: WallClock
+    metrics: Metrics
+    connections: set[object] = attrs.field(factory=set)
+    connections_per_client: dict[str, int] = attrs.field(factory=dict)
+    # Each check returns the reasons the daemon is not ready (empty: fine).
+    readiness_checks: list[Callable[[], Awaitable[list[str]]]] = attrs.field(factory=list)
+    debug_token: str | None = None
+    guard_stats: Callable[[], dict[str, int]] = lambda: {}
+
+    @property
+    def market_ids(self) -> list[str]:
+        return [m.id for m in self.config.markets]
+
+    def topics(self, key: StreamKey) -> StreamTopics:
+        return StreamTopics.of(self.registry, key, self.config.ws.event_buffer)
+
+    def interval_ms(self, channel: Channel) -> int:
+        streams = self.config.streams
+        return {
+            Channel.PRICES: streams.prices_interval_ms,
+            Channel.POSITIONS: streams.positions_interval_ms,
+            Channel.LIQUIDATIONS: streams.liquidations_interval_ms,
+            Channel.MARKET_STATS: streams.market_stats_interval_ms,
+        }.get(channel, 0)
+
+    @asynccontextmanager
+    async def attach(self, key: StreamKey) -> AsyncIterator[None]:
+        """Whatever a stream needs running while someone watches it (a user session)."""
+        if key.channel is Channel.POSITIONS and key.key is not None:
+            async with acquire_session(self.registry.ref(SESSION_DIRECTORY), key.key):
+                yield
+        else:
+            yield
+
+    def admit(self, client: str) -> bool:
+        """Count a new connection from ``client``; False when over the per-client limit."""
+        count = self.connections_per_client.get(client, 0)
+        if count >= self.config.ws.max_connections_per_client:
+            return False
+        self.connections_per_client[client] = count + 1
+        return True
+
+    def leave(self, client: str) -> None:
+        count = self.connections_per_client.get(client, 0) - 1
+        if count > 0:
+            self.connections_per_client[client] = count
+        else:
+            self.connections_per_client.pop(client, None)

@@ -1,0 +1,131 @@
+"""REST snapshots: the same data the streams carry, for clients that poll."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from actors import ActorNotFound, RequestTimeout
+from perpstream.protocol import Channel, Frame, PositionsUpdate, PositionView, encode, to_data
+from perpstream.services.messages import GetMarketState, GetUserPositions, MarketState, UserPositions
+from perpstream.services.topics import market_name
+from perpstream.streams import BadStreamParameter, StreamKey, parse_address, parse_market_id
+from perpstream.web.context import AppContext
+
+__all__ = ["add_rest_routes", "json_response"]
+
+_REQUEST_TIMEOUT = 2.0
+_MAX_PAGE = 1000
+
+
+def json_response(body: str | object, status: int = 200) -> Response:
+    text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+    return Response(text, status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return json_response({"error": {"code": code, "message": message}}, status)
+
+
+def _latest_json(context: AppContext, key: StreamKey) -> object:
+    frame: Frame | None = context.topics(key).snapshots.latest
+    return None if frame is None else json.loads(frame.json())
+
+
+def _market_body(context: AppContext, market_id: str) -> dict[str, object]:
+    market = context.config.market(market_id)
+    assert market is not None
+    return {
+        "market_id": market.id,
+        "base": market.base,
+        "pyth_feed_id": market.pyth_feed_id,
+        "max_leverage": str(market.max_leverage),
+        "maintenance_margin_ratio": str(market.maintenance_margin_ratio),
+        "liquidation_fee_ratio": str(market.liquidation_fee_ratio),
+        "price": _latest_json(context, StreamKey(Channel.PRICES, market.id)),
+        "stats": _latest_json(context, StreamKey(Channel.MARKET_STATS, market.id)),
+    }
+
+
+async def _market_state(context: AppContext, market_id: str) -> MarketState | None:
+    try:
+        return await context.registry.ref(market_name(market_id)).request(
+            lambda reply: GetMarketState(reply, with_positions=True), timeout=_REQUEST_TIMEOUT
+        )
+    except (RequestTimeout, ActorNotFound):
+        return None
+
+
+def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
+    @app.get("/api/v1/markets")
+    async def markets() -> Response:
+        return json_response({"markets": [_market_body(context, m) for m in context.market_ids]})
+
+    @app.get("/api/v1/markets/<market_id>")
+    async def market(market_id: str) -> Response:
+        try:
+            known = parse_market_id(market_id, context.market_ids)
+        except BadStreamParameter as exc:
+            return _error(404, exc.code, exc.message)
+        return json_response(_market_body(context, known))
+
+    @app.get("/api/v1/liquidations")
+    async def liquidations() -> Response:
+        latest = _latest_json(context, StreamKey(Channel.LIQUIDATIONS))
+        if latest is None:
+            return _error(503, "not_ready", "the first liquidation scan has not completed yet")
+        return json_response(latest)
+
+    @app.get("/api/v1/positions/<user_address>")
+    async def positions_of(user_address: str) -> Response:
+        try:
+            address = parse_address(user_address)
+        except BadStreamParameter as exc:
+            return _error(400, exc.code, exc.message)
+        views = []
+        for market_id in context.market_ids:
+            try:
+                answer: UserPositions = await context.registry.ref(market_name(market_id)).request(
+                    lambda reply: GetUserPositions(address, reply), timeout=_REQUEST_TIMEOUT
+                )
+            except (RequestTimeout, ActorNotFound):
+                return _error(503, "market_unavailable", f"market {market_id} did not answer")
+            views.extend(answer.views)
+        message = PositionsUpdate(
+            positions=tuple(views),
+            total_collateral=sum((v.collateral for v in views), Decimal(0)),
+            total_unrealized_pnl=sum((v.unrealized_pnl or Decimal(0) for v in views), Decimal(0)),
+            total_equity=sum((v.equity if v.equity is not None else v.collateral for v in views), Decimal(0)),
+        )
+        frame = encode(message, channel=Channel.POSITIONS, ts=context.clock.now_ms(), key=("user_address", address))
+        return json_response(frame.json())
+
+    @app.get("/api/v1/positions")
+    async def open_positions() -> Response:
+        """Every open position, ordered by position id; ``?limit=&after=`` pages through them."""
+        try:
+            limit = int(request.args.get("limit", "100"))
+        except ValueError:
+            return _error(400, "invalid_parameter", "limit must be an integer")
+        if not 1 <= limit <= _MAX_PAGE:
+            return _error(400, "invalid_parameter", f"limit must be between 1 and {_MAX_PAGE}")
+        after = request.args.get("after", "")
+        rows: list[tuple[str, str, PositionView]] = []
+        for market_id in context.market_ids:
+            state = await _market_state(context, market_id)
+            if state is None:
+                return _error(503, "market_unavailable", f"market {market_id} did not answer")
+            rows.extend((view.position_id, address, view) for address, view in state.positions)
+        rows.sort(key=lambda row: row[0])
+        remaining = [row for row in rows if row[0] > after]
+        page = remaining[:limit]
+        body = {
+            "positions": [{"user_address": address, **to_data(view)} for _, address, view in page],
+            "total": len(rows),
+            "next": page[-1][0] if len(remaining) > limit else None,
+        }
+        return json_response(body)
+
