@@ -1,0 +1,52 @@
+"""Exponential reconnect delays with jitter.
+
+Jitter spreads the reconnects of many clients dropped at the same moment
+(a Hermes restart) so they do not return as one burst and hit its rate
+limit together. The random source is injected so tests can pin it.
+"""
+
+from __future__ import annotations
+
+import random
+
+__all__ = ["Backoff"]
+
+
+class Backoff:
+    """Delays ``initial × multiplier^n``, capped at ``maximum``, each shortened by up to ``jitter``.
+
+    With ``jitter = 0.2`` a nominal 4 s delay becomes a uniform draw from
+    [3.2 s, 4 s]: jitter only ever shortens, so ``maximum`` is a true bound.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: float,
+        maximum: float,
+        multiplier: float = 2.0,
+        jitter: float = 0.2,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0 < initial <= maximum:
+            raise ValueError("backoff needs 0 < initial <= maximum")
+        if multiplier < 1:
+            raise ValueError("backoff multiplier must be >= 1")
+        if not 0 <= jitter <= 1:
+            raise ValueError("backoff jitter must be between 0 and 1")
+        self._initial = initial
+        self._maximum = maximum
+        self._multiplier = multiplier
+        self._jitter = jitter
+        self._rng = rng if rng is not None else random.Random()
+        self._nominal = initial
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt; each call escalates the following one."""
+        nominal = self._nominal
+        self._nominal = min(self._maximum, nominal * self._multiplier)
+        return nominal * (1 - self._jitter * self._rng.random())
+
+    def reset(self) -> None:
+        """Start again from ``initial``, after a connection proved healthy."""
+        self._nominal = self._initial

@@ -1,0 +1,140 @@
+"""Decoding Hermes v2 price-update JSON into ``PriceUpdate``s.
+
+Pure, no I/O. The stream's ``data:`` payloads and the ``/v2/updates/price/latest``
+response share one shape::
+
+    {"binary": {"encoding": "hex", "data": ["..."]},
+     "parsed": [{"id": "<64 hex, no 0x>",
+                 "price": {"price": "6501234000000", "conf": "3100000", "expo": -8,
+                           "publish_time": 1717632000},
+                 "ema_price": {...same...},
+                 "metadata": {"slot": ..., "proof_available_time": ..., "prev_publish_time": ...}}]}
+
+``price`` and ``conf`` are decimal integers sent as strings (they can exceed
+the exact range of a JSON double); ``expo`` and ``publish_time`` are numbers.
+One bad entry must not cost the others, so entry-level problems are reported
+next to the good updates; only a payload that is not this shape at all raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from typing import Any
+
+import attrs
+
+from perpstream.domain.prices import PriceUpdate, PythPrice, normalize_feed_id
+
+__all__ = ["HERMES_SOURCE", "HermesBatch", "HermesPayloadError", "decode_hermes_payload"]
+
+HERMES_SOURCE = "pyth-hermes"
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+
+
+class HermesPayloadError(ValueError):
+    """A payload, or one entry of it, is not a Hermes price update.
+
+    ``index`` is the position of the offending entry in ``parsed``, or
+    ``None`` when the payload as a whole is unusable.
+    """
+
+    def __init__(self, reason: str, *, index: int | None = None) -> None:
+        where = "payload" if index is None else f"parsed[{index}]"
+        super().__init__(f"{where}: {reason}")
+        self.reason = reason
+        self.index = index
+
+
+@attrs.frozen
+class HermesBatch:
+    """What one payload yields: updates for the configured feeds and what was left out."""
+
+    updates: tuple[PriceUpdate, ...]
+    unknown_feed_ids: tuple[str, ...]  # well-formed entries for feeds nobody asked for
+    malformed: tuple[HermesPayloadError, ...]  # entries that could not be decoded
+
+
+def decode_hermes_payload(payload: str | bytes, known_feed_ids: Collection[str]) -> HermesBatch:
+    """Decode one Hermes JSON payload.
+
+    ``known_feed_ids`` are the canonical ids (see ``normalize_feed_id``) the
+    caller configured; entries for any other id are reported, not returned.
+    Raises ``HermesPayloadError`` when the payload is not JSON or has no
+    ``parsed`` list (the stream must be requested with ``parsed=true``).
+    """
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HermesPayloadError(f"not JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise HermesPayloadError("expected a JSON object")
+    entries = document.get("parsed")
+    if not isinstance(entries, list):
+        raise HermesPayloadError("no 'parsed' list (was parsed=true requested?)")
+
+    updates: list[PriceUpdate] = []
+    unknown: list[str] = []
+    malformed: list[HermesPayloadError] = []
+    for index, entry in enumerate(entries):
+        try:
+            update = _decode_entry(entry)
+        except HermesPayloadError as exc:
+            malformed.append(HermesPayloadError(exc.reason, index=index))
+            continue
+        if update.feed_id in known_feed_ids:
+            updates.append(update)
+        else:
+            unknown.append(update.feed_id)
+    return HermesBatch(tuple(updates), tuple(unknown), tuple(malformed))
+
+
+def _decode_entry(entry: Any) -> PriceUpdate:
+    if not isinstance(entry, dict):
+        raise HermesPayloadError("expected an object")
+    raw_id = entry.get("id")
+    if not isinstance(raw_id, str):
+        raise HermesPayloadError("'id' missing or not a string")
+    try:
+        feed_id = normalize_feed_id(raw_id)
+    except ValueError as exc:
+        raise HermesPayloadError(str(exc)) from None
+    return PriceUpdate(
+        feed_id=feed_id,
+        price=_decode_price(entry.get("price"), "price"),
+        ema_price=_decode_price(entry.get("ema_price"), "ema_price"),
+        source=HERMES_SOURCE,
+    )
+
+
+def _decode_price(value: Any, name: str) -> PythPrice:
+    if not isinstance(value, dict):
+        raise HermesPayloadError(f"'{name}' missing or not an object")
+    conf = _integer_text(value.get("conf"), f"{name}.conf")
+    if conf < 0:
+        raise HermesPayloadError(f"{name}.conf is negative")
+    publish_time = _json_integer(value.get("publish_time"), f"{name}.publish_time")
+    if publish_time < 0:
+        raise HermesPayloadError(f"{name}.publish_time is negative")
+    return PythPrice(
+        price=_integer_text(value.get("price"), f"{name}.price"),
+        conf=conf,
+        expo=_json_integer(value.get("expo"), f"{name}.expo"),
+        publish_time=publish_time,
+    )
+
+
+def _integer_text(value: Any, name: str) -> int:
+    """An integer Hermes sends as a decimal string; a plain JSON integer is accepted too."""
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise HermesPayloadError(f"{name} is not an integer: {value!r:.80}")
+
+
+def _json_integer(value: Any, name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise HermesPayloadError(f"{name} is not an integer: {value!r:.80}")
