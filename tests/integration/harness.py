@@ -62,9 +62,11 @@ async def running_service(
     *,
     store: MemoryPositionStore | None = None,
     interval: float = 0.4,
+    feed_lag_s: float = 0.0,
 ) -> AsyncIterator[Service]:
+    """Run the tree and the app; ``feed_lag_s`` makes every price that much older."""
     clock = WallClock(epoch_at_start=1_800_000_000.0)
-    feed = SimulatedFeed.scripted(paths, interval=interval, wall_clock=clock.now)
+    feed = SimulatedFeed.scripted(paths, interval=interval, wall_clock=lambda: clock.now() - feed_lag_s)
     store = store or MemoryPositionStore()
     tree = build_tree(config, clock=clock, feed=feed, store=store)
     async with actors.open_system(tree.root) as system:

@@ -31,3 +31,63 @@ async def test_price_stream_connected_snapshot_then_one_per_second(autojump_cloc
             gaps = [b - a for a, b in zip(times, times[1:])]
             assert all(abs(gap - 1.0) < 0.05 for gap in gaps), gaps
         await service.system.stop()
+
+
+async def _receive_until(ws, wanted: str, *, limit: int = 200) -> dict:  # type: ignore[no-untyped-def]
+    for _ in range(limit):
+        message = json.loads(await ws.receive())
+        if message["type"] == wanted:
+            return message
+    raise AssertionError(f"no {wanted} within {limit} messages")
+
+
+# A long of 1 BTC with 1,000 USDC collateral at 65,000 (mmr 0.005, σ = 2 bps of P):
+# health < 1.2 below P ≈ 64,399, < 1.05 below ≈ 64,351, < 1.0 below ≈ 64,335 (mark prices).
+WARNING_PATH = ["65000"] * 10 + ["64800", "64500", "64390", "64380", "64370", "64340", "64345",
+                                  "64300", "64290", "65000", "65000", "64300", "64300"]
+
+
+async def test_liquidation_warnings_once_per_crossing(autojump_clock: trio.abc.Clock) -> None:
+    async with running_service(service_config(), {BTC_FEED: WARNING_PATH}) as service:
+        await service.deliver(opened(1, ALICE, is_long=True, size="1", collateral="1000", entry="65000"))
+        client = service.app.test_client()
+        async with client.websocket(f"/api/v1/ws/positions/{ALICE}") as ws:
+            connected, snapshot = await _messages(ws, 2)
+            assert connected["type"] == "connected" and connected["user_address"] == ALICE_CHECKSUM
+            assert snapshot["type"] == "positions_update"
+            [position] = snapshot["positions"]
+            assert position["side"] == "long" and position["size"] == "1"
+            assert position["collateral"] == "1000" and position["entry_price"] == "65000"
+            warnings = []
+            seqs = [snapshot["seq"]]
+            with trio.move_on_after(len(WARNING_PATH) * 0.4 + 3):
+                while True:
+                    message = json.loads(await ws.receive())
+                    seqs.append(message["seq"])
+                    if message["type"] == "liquidation_warning":
+                        warnings.append(message["severity"])
+            assert warnings == ["warning", "critical", "liquidatable", "liquidatable"]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "seq must have no gaps"
+        await service.system.stop()
+
+
+async def test_no_warning_on_a_stale_price(autojump_clock: trio.abc.Clock) -> None:
+    async with running_service(service_config(), {BTC_FEED: WARNING_PATH}, feed_lag_s=60) as service:
+        await service.deliver(opened(1, ALICE, is_long=True, size="1", collateral="1000", entry="65000"))
+        client = service.app.test_client()
+        async with client.websocket(f"/api/v1/ws/positions/{ALICE}") as ws:
+            types = []
+            with trio.move_on_after(len(WARNING_PATH) * 0.4 + 3):
+                while True:
+                    types.append(json.loads(await ws.receive())["type"])
+            assert "liquidation_warning" not in types
+            assert types.count("positions_update") >= 5
+        async with client.websocket("/api/v1/ws/liquidations") as ws:
+            connected, alert = await _messages(ws, 2)
+            assert alert["type"] == "liquidation_alert"
+            assert alert["total_liquidatable"] == 0
+            assert all(not c["liquidatable"] for c in alert["candidates"])
+        await service.system.stop()
+
+
+ALICE_CHECKSUM = __import__("eth_utils").to_checksum_address(ALICE)
