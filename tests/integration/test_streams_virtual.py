@@ -91,3 +91,69 @@ async def test_no_warning_on_a_stale_price(autojump_clock: trio.abc.Clock) -> No
 
 
 ALICE_CHECKSUM = __import__("eth_utils").to_checksum_address(ALICE)
+
+
+async def _arrival_gaps(ws, wanted: str, count: int) -> list[float]:  # type: ignore[no-untyped-def]
+    times = []
+    while len(times) < count:
+        message = json.loads(await ws.receive())
+        if message["type"] == wanted:
+            times.append(trio.current_time())
+    return [round(b - a, 3) for a, b in zip(times, times[1:])]
+
+
+async def test_cadences_positions_2s_market_stats_5s_liquidations_5s(autojump_clock: trio.abc.Clock) -> None:
+    async with running_service(service_config(), {BTC_FEED: ["65000"] * 200}) as service:
+        await service.deliver(opened(1, ALICE, is_long=True, size="1", collateral="1000", entry="65000"))
+        client = service.app.test_client()
+        async with client.websocket(f"/api/v1/ws/positions/{ALICE}") as ws:
+            assert await _arrival_gaps(ws, "positions_update", 4) == [2.0, 2.0, 2.0]
+        async with client.websocket(f"/api/v1/ws/market-stats/{BTC}") as ws:
+            connected, snapshot = await _messages(ws, 2)
+            assert snapshot["type"] == "market_stats" and snapshot["open_positions"] == 1
+            assert snapshot["long_open_interest"] == "1" and snapshot["short_open_interest"] == "0"
+            assert await _arrival_gaps(ws, "market_stats", 3) == [5.0, 5.0]
+        async with client.websocket("/api/v1/ws/liquidations") as ws:
+            connected, alert = await _messages(ws, 2)
+            assert alert["type"] == "liquidation_alert"
+            [candidate] = alert["candidates"]
+            assert candidate["user_address"] == ALICE_CHECKSUM and candidate["liquidatable"] is False
+            assert await _arrival_gaps(ws, "liquidation_alert", 3) == [5.0, 5.0]
+        await service.system.stop()
+
+
+async def test_session_is_shared_and_stops_after_the_grace_period(autojump_clock: trio.abc.Clock) -> None:
+    async with running_service(service_config(), {BTC_FEED: ["65000"] * 200}) as service:
+        registry = service.system.registry
+        name = f"sessions/{ALICE_CHECKSUM}"
+        client = service.app.test_client()
+        async with client.websocket(f"/api/v1/ws/positions/{ALICE}") as first:
+            await _messages(first, 2)
+            async with client.websocket(f"/api/v1/ws/positions/{ALICE.upper().replace('0X', '0x')}") as second:
+                await _messages(second, 2)
+                assert registry.lookup_supervisor("sessions").child_names() == [name]
+        await trio.sleep(2.5)  # grace is 3 s
+        assert name in registry.lookup_supervisor("sessions").child_names()
+        async with client.websocket(f"/api/v1/ws/positions/{ALICE}") as again:  # back within the grace
+            await _messages(again, 2)
+        await trio.sleep(2.9)
+        assert name in registry.lookup_supervisor("sessions").child_names()
+        await trio.sleep(0.5)
+        assert registry.lookup_supervisor("sessions").child_names() == []
+        await service.system.stop()
+
+
+async def test_market_restart_sends_resync_then_a_fresh_snapshot(autojump_clock: trio.abc.Clock) -> None:
+    async with running_service(service_config(), {BTC_FEED: [str(65000 + i) for i in range(200)]}) as service:
+        client = service.app.test_client()
+        async with client.websocket(f"/api/v1/ws/prices/{BTC}") as ws:
+            await _messages(ws, 2)
+            service.system.registry.fail_actor(f"markets/{BTC}", "rehearsal")
+            resync = await _receive_until(ws, "resync")
+            after = json.loads(await ws.receive())
+            assert after["type"] == "price_update" and after["seq"] == resync["seq"] + 1
+        tree = service.system.registry.snapshot()
+        markets = next(c for c in tree["root"]["children"] if c["name"] == "markets")
+        [btc] = markets["children"]
+        assert btc["restarts"] == 1 and btc["last_failure"]["message"] == "rehearsal"
+        await service.system.stop()
