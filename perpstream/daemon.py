@@ -1,33 +1,101 @@
-"""The daemon: the actor tree and the web server in one trio run."""
+"""The daemon: the actor tree and the web server in one trio run.
+
+Start-up builds the sources the config asks for (price feed, chain), starts
+the actor tree (ready once every actor is), then serves HTTP and WebSockets.
+Shutdown runs the other way round: stop accepting, say ``goodbye`` and close
+1001 to every client, stop the web server, then stop the actor tree
+gracefully (each actor finishes its current message; the indexer's cursor
+is already durable after every batch).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
+import actors
+from perpstream.clock import WallClock
 from perpstream.config import Config
-from perpstream.web import create_app
+from perpstream.protocol import CloseCode
+from perpstream.services.tree import build_tree
+from perpstream.sources import Sources, open_sources
+from perpstream.web import AppContext, ConnectionGuard, Metrics, create_app, serve
+from perpstream.web.connection import Connection
+from perpstream.web.health import install_health
 
 __all__ = ["run_daemon"]
 
 log = logging.getLogger("perpstream.daemon")
 
+_DRAIN_TIMEOUT = 5.0
+
+
+async def _say_goodbye(context: AppContext) -> None:
+    """Close every client with goodbye + 1001 and give them a moment to go."""
+    connections = [c for c in context.connections if isinstance(c, Connection)]
+    for connection in connections:
+        connection.close(CloseCode.GOING_AWAY, "server_shutting_down")
+    with trio.move_on_after(_DRAIN_TIMEOUT):
+        while context.connections:
+            await trio.sleep(0.05)
+    if connections:
+        log.info("closed %d client connection(s)", len(connections))
+
 
 async def run_daemon(
     config: Config,
     *,
+    sources: Sources | None = None,
     shutdown: trio.Event | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``shutdown`` is set (or forever)."""
+    """Run until ``shutdown`` is set; ``task_status`` receives the bound addresses."""
     shutdown = shutdown or trio.Event()
-    hypercorn_config = HypercornConfig()
-    hypercorn_config.bind = [f"{config.server.host}:{config.server.port}"]
-    hypercorn_config.accesslog = None
-    app = create_app()
-    log.info("serving on http://%s:%d", config.server.host, config.server.port)
-    task_status.started()
-    await serve(app, hypercorn_config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
+    clock = WallClock()
+    async with open_sources(config, clock, given=sources) as built:
+        tree = build_tree(config, clock=clock, feed=built.feed, store=built.store, chain=built.chain)
+        async with actors.open_system(tree.root) as system:
+            metrics = Metrics()
+            guard = ConnectionGuard(
+                send_timeout=config.ws.send_timeout_s, idle_timeout=2 * config.ws.ping_interval_s
+            )
+            context = AppContext(
+                config=config, registry=system.registry, clock=clock, metrics=metrics,
+                debug_token=os.environ.get(config.debug.token_env) or None,
+                guard_stats=lambda: {"cut_slow": guard.cut_slow, "cut_idle": guard.cut_idle},
+            )
+            install_health(context, feed_status=built.feed.status, indexer_status=built.indexer_status)
+            app = create_app(context)
+
+            async def stop_serving() -> None:
+                await shutdown.wait()
+                log.info("shutting down: closing client connections")
+                await _say_goodbye(context)
+
+            async def announce(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                await serve(
+                    app, host=config.server.host, port=config.server.port, guard=guard,
+                    ping_interval=config.ws.ping_interval_s, max_message_bytes=4 * config.ws.max_frame_bytes,
+                    shutdown_trigger=stop_serving, task_status=task_status,
+                )
+
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(announce)
+                _log_startup(config, bound, built.describe)
+                task_status.started(bound)
+            log.info("web server stopped; stopping actors")
+    log.info("stopped")
+
+
+def _log_startup(config: Config, bound: list[tuple[str, int]], describe: dict[str, str]) -> None:
+    for host, port in bound:
+        base = f"{host}:{port}"
+        log.info("serving http://%s (dashboard /, REST /api/v1, health /healthz /readyz, /metrics, /debug/actors)",
+                 base)
+        log.info("streams ws://%s/api/v1/ws/{prices,market-stats}/{market_id} | positions/{address} | "
+                 "liquidations | /api/v1/ws (multiplexed)", base)
+    log.info("markets: %s", ", ".join(m.id for m in config.markets))
+    for what, where in describe.items():
+        log.info("%s: %s", what, where)

@@ -2,9 +2,9 @@
 
 The domain computes exactly (rationals where a division is involved); what
 goes on the wire is rounded here, once, to places a reader can use: ratios
-to 6 places, prices derived by division to 8, percentages to 4. Values that
-are exact without division (sizes, collateral, PnL, funding owed, equity)
-go out with every digit they have.
+to 6 places, prices derived by division to 8, percentages to 4, and money
+that funding accrual touches (funding owed, equity) to the chain's 18.
+Inputs (sizes, collateral, entry prices) go out with every digit they have.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def position_view(
         entry_price=position.entry_price,
         mark_price=price,
         collateral=position.collateral,
-        unrealized_pnl=risk.unrealized_pnl,
-        funding_owed=risk.funding_owed,
-        equity=risk.equity,
+        unrealized_pnl=round_places(risk.unrealized_pnl, 18),
+        funding_owed=round_places(risk.funding_owed, 18),
+        equity=round_places(risk.equity, 18),
         leverage=round_places(risk.leverage, 6),
         health_factor=round_places(risk.health_factor, 6),
         liquidation_price=round_places(risk.liquidation_price, 8),

@@ -1,0 +1,169 @@
+"""Build the price feed and the chain source the configuration asks for.
+
+``feed.source``: ``simulated`` (seeded GBM, the embedded default) or
+``hermes`` (Pyth Hermes, with the API key from the environment).
+``chain.source``: ``embedded`` (an in-process EVM with demo traders, the
+default) or ``rpc`` (a real node's JSON-RPC endpoint). Either way the
+indexer's state lives in a SQLite file under ``server.data_dir``. The
+embedded chain starts from genesis on every run, so its index file is
+started afresh too; a real chain's index is resumed from its cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import attrs
+
+from actors import ChildSpec, Restart
+from perpstream.chain import JsonRpcChainClient, MarketRisk
+from perpstream.chain.indexer import IndexerStatus
+from perpstream.chain.store import IndexerStore, PositionStore
+from perpstream.clock import WallClock
+from perpstream.config import Config
+from perpstream.feeds import HermesConfig, HermesFeed, MarketSpec, PriceFeed, SimulatedFeed
+from perpstream.services.chain_actors import (
+    DemoLiquidatorActor,
+    DemoTraderActor,
+    DevChainActor,
+    FundingKeeperActor,
+    IndexerActor,
+    NodeHandle,
+)
+from perpstream.services.store import PositionSource
+from perpstream.services.topics import INDEXER
+
+__all__ = ["Sources", "build_feed", "open_sources"]
+
+log = logging.getLogger("perpstream.sources")
+
+# Empty blocks on the embedded chain, so confirmations advance between trades.
+EMBEDDED_BLOCK_INTERVAL_S = 2.0
+
+
+@attrs.frozen
+class Sources:
+    """Where prices and positions come from, and how to report on them."""
+
+    feed: PriceFeed
+    store: PositionSource
+    chain: Sequence[ChildSpec] = ()
+    indexer_status: Callable[[], IndexerStatus | None] | None = None
+    describe: dict[str, str] = attrs.Factory(dict)
+
+
+def build_feed(config: Config, clock: WallClock) -> PriceFeed:
+    feed = config.feed
+    if feed.source == "hermes":
+        hermes = feed.hermes
+        return HermesFeed(
+            HermesConfig(
+                feed_ids=[m.pyth_feed_id for m in config.markets],
+                base_url=hermes.base_url,
+                api_key=os.environ.get(hermes.api_key_env) or None,
+                connect_timeout=hermes.connect_timeout_s,
+                read_timeout=hermes.read_timeout_s,
+                backoff_initial=hermes.backoff_initial_s,
+                backoff_max=hermes.backoff_max_s,
+            ),
+            wall_clock=clock.now,
+        )
+    specs = [
+        MarketSpec(m.pyth_feed_id, m.simulated.start_price, m.simulated.annual_volatility)
+        for m in config.markets
+    ]
+    return SimulatedFeed.random_walk(
+        specs, seed=feed.simulated.seed, interval=feed.simulated.interval_ms / 1000, wall_clock=clock.now
+    )
+
+
+def _index_path(config: Config) -> Path:
+    directory = Path(config.server.data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = "embedded-chain.sqlite3" if config.chain.source == "embedded" else "chain-index.sqlite3"
+    return directory / name
+
+
+def _chain_children(
+    config: Config, clock: WallClock, store: IndexerStore, status_slot: list[IndexerStatus]
+) -> list[ChildSpec]:
+    chain = config.chain
+    markets = [m.id for m in config.markets]
+    indexer_settings = {
+        "store": store,
+        "markets": markets,
+        "confirmations": chain.confirmations,
+        "start_block": chain.start_block,
+        "poll_interval_s": chain.poll_interval_ms / 1000,
+        "max_block_range": chain.max_block_range,
+        "status": lambda status: status_slot.__setitem__(slice(None), [status]),
+    }
+    if chain.source == "rpc":
+        url = os.environ.get(chain.rpc_url_env) or chain.rpc_url
+        return [ChildSpec(INDEXER, lambda: IndexerActor(
+            client=lambda: JsonRpcChainClient(url), address=lambda: chain.contract_address,
+            reset_on_mismatch=False, **indexer_settings))]  # type: ignore[arg-type]
+    node = NodeHandle()
+    risk = {
+        m.id: MarketRisk(m.maintenance_margin_ratio, m.liquidation_fee_ratio, m.min_keeper_fee, m.max_keeper_fee)
+        for m in config.markets
+    }
+    demo = chain.demo
+    children = [
+        ChildSpec("dev-chain", lambda: DevChainActor(
+            node, traders=demo.accounts, block_interval_s=EMBEDDED_BLOCK_INTERVAL_S, market_risk=risk)),
+        ChildSpec(INDEXER, lambda: IndexerActor(
+            client=lambda: node.get().client(), address=lambda: node.get().address,
+            reset_on_mismatch=True, **indexer_settings)),  # type: ignore[arg-type]
+    ]
+    if demo.enabled:
+        max_leverage = min((m.max_leverage for m in config.markets), default=Decimal(50))
+        children += [
+            ChildSpec("demo-trader", lambda: DemoTraderActor(
+                node, markets=markets, seed=demo.seed, interval_s=demo.trade_interval_ms / 1000,
+                max_leverage=max_leverage), restart=Restart.PERMANENT),
+            ChildSpec("demo-liquidator", lambda: DemoLiquidatorActor(node, event_buffer=config.ws.event_buffer)),
+            ChildSpec("funding-keeper", lambda: FundingKeeperActor(
+                node, markets=markets, interval_s=demo.funding_interval_ms / 1000, clock=clock.now)),
+        ]
+    return children
+
+
+@asynccontextmanager
+async def open_sources(config: Config, clock: WallClock, *, given: Sources | None = None) -> AsyncIterator[Sources]:
+    """The configured sources for the daemon's lifetime (``given``: use those instead)."""
+    if given is not None:
+        yield given
+        return
+    path = _index_path(config)
+    if config.chain.source == "embedded":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    store = IndexerStore(path)
+    positions = PositionStore(path)
+    status_slot: list[IndexerStatus] = []
+    try:
+        chain_description = (
+            f"embedded EVM (demo traders {'on' if config.chain.demo.enabled else 'off'})"
+            if config.chain.source == "embedded"
+            else f"JSON-RPC node, contract {config.chain.contract_address}"
+        )
+        yield Sources(
+            feed=build_feed(config, clock),
+            store=positions,
+            chain=_chain_children(config, clock, store, status_slot),
+            indexer_status=lambda: status_slot[0] if status_slot else None,
+            describe={
+                "price feed": config.feed.source,
+                "chain": chain_description,
+                "data directory": str(path.parent.resolve()),
+            },
+        )
+    finally:
+        positions.close()
+        store.close()

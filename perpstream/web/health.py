@@ -1,0 +1,112 @@
+"""Readiness checks and scrape-time metrics over the live actor tree and sources."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from actors import ActorNotFound, RequestTimeout
+from perpstream.services.messages import GetMarketState, MarketState
+from perpstream.services.topics import market_name
+from perpstream.web.context import AppContext
+
+__all__ = ["install_health", "walk_actors"]
+
+# An indexer more than this many blocks behind the head is "not caught up".
+MAX_INDEXER_LAG = 10
+
+LiveRow = tuple[str, str, dict[str, str], float]
+
+
+def walk_actors(node: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """Every node of a registry snapshot's tree, depth first."""
+    if node is None:
+        return
+    yield node
+    for child in node.get("children", ()) or ():
+        yield from walk_actors(child)
+
+
+def _markets_check(context: AppContext) -> Callable[[], Awaitable[list[str]]]:
+    async def check() -> list[str]:
+        reasons = []
+        for market_id in context.market_ids:
+            try:
+                state: MarketState = await context.registry.ref(market_name(market_id)).request(
+                    lambda reply: GetMarketState(reply), timeout=1.0
+                )
+            except (RequestTimeout, ActorNotFound):
+                reasons.append(f"market {market_id} is not answering")
+                continue
+            if state.price is None:
+                reasons.append(f"market {market_id} has no price yet")
+            elif state.price.stale:
+                reasons.append(f"market {market_id} price is stale (age {state.price.age_ms} ms)")
+        return reasons
+
+    return check
+
+
+def _actors_check(context: AppContext) -> Callable[[], Awaitable[list[str]]]:
+    async def check() -> list[str]:
+        reasons = []
+        for node in walk_actors(context.registry.snapshot().get("root")):  # type: ignore[arg-type]
+            if node["state"] in ("backing_off", "failed", "starting"):
+                failure = node.get("last_failure") or {}
+                why = f": {failure.get('type')}: {failure.get('message')}" if failure else ""
+                reasons.append(f"actor {node['name']} is {node['state']}{why}")
+        return reasons
+
+    return check
+
+
+def _indexer_check(status: Callable[[], Any]) -> Callable[[], Awaitable[list[str]]]:
+    async def check() -> list[str]:
+        current = status()
+        if current is None or not current.prepared:
+            return ["chain indexer has not started"]
+        lag = current.lag
+        if lag is None:
+            return ["chain indexer has not read the chain head yet"]
+        if lag > MAX_INDEXER_LAG:
+            return [f"chain indexer is {lag} blocks behind the head"]
+        if current.consecutive_failures:
+            return [f"chain indexer is failing: {current.last_error}"]
+        return []
+
+    return check
+
+
+def install_health(
+    context: AppContext,
+    *,
+    feed_status: Callable[[], Any],
+    indexer_status: Callable[[], Any] | None,
+) -> None:
+    """Add the readiness checks and the scrape-time metrics of a daemon."""
+    context.readiness_checks.append(_markets_check(context))
+    context.readiness_checks.append(_actors_check(context))
+    if indexer_status is not None:
+        context.readiness_checks.append(_indexer_check(indexer_status))
+
+    def live() -> Iterator[LiveRow]:
+        now = context.clock.now()
+        for node in walk_actors(context.registry.snapshot().get("root")):  # type: ignore[arg-type]
+            labels = {"actor": node["name"]}
+            yield ("perpstream_actor_restarts", "Restarts per actor slot", labels, node["restarts"])
+            yield ("perpstream_actor_mailbox_depth", "Messages waiting in an actor's mailbox", labels,
+                   node["mailbox"]["used"])
+        feed = feed_status()
+        yield ("perpstream_feed_connected", "1 while the price feed is connected", {"source": feed.source},
+               1.0 if feed.connected else 0.0)
+        for feed_id, publish_time in feed.newest_publish_times.items():
+            yield ("perpstream_feed_age_seconds", "Age of the newest price by publish_time",
+                   {"feed_id": feed_id}, max(0.0, now - publish_time))
+        if indexer_status is not None and (status := indexer_status()) is not None:
+            if status.lag is not None:
+                yield ("perpstream_indexer_lag_blocks", "Blocks between chain head and indexed cursor", {},
+                       status.lag)
+            yield ("perpstream_indexer_events_applied", "Chain events applied", {}, status.events_applied)
+            yield ("perpstream_indexer_reorgs", "Reorgs handled", {}, status.reorgs)
+
+    context.metrics.add_live_state(live)
