@@ -52,7 +52,7 @@ async def run_daemon(
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until ``shutdown`` is set; ``task_status`` receives the bound addresses."""
-    shutdown = shutdown or trio.Event()
+    shutdown = shutdown if shutdown is not None else trio.Event()
     clock = WallClock()
     async with open_sources(config, clock, given=sources) as built:
         tree = build_tree(config, clock=clock, feed=built.feed, store=built.store, chain=built.chain)
