@@ -265,8 +265,9 @@ def _validate(config: Config) -> list[str]:
             normalize_feed_id(market.pyth_feed_id)
         except ValueError as exc:
             problems.append(f"{where}.pyth_feed_id: {exc}")
-        if not 0 < market.maintenance_margin_ratio < 1:
-            problems.append(f"{where}.maintenance_margin_ratio: expected between 0 and 1")
+        # Below 1/1.2, so the warning level (health 1.2) is reachable before equity runs out.
+        if not 0 < market.maintenance_margin_ratio * Decimal("1.2") < 1:
+            problems.append(f"{where}.maintenance_margin_ratio: expected more than 0 and less than 1/1.2")
         if market.min_keeper_fee > market.max_keeper_fee:
             problems.append(f"{where}: min_keeper_fee exceeds max_keeper_fee")
         if market.funding.skew_scale <= 0:
