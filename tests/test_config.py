@@ -63,3 +63,16 @@ def test_errors_name_the_key_and_the_file(tmp_path: Path, toml: str, expected: s
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("name", ["hermes.example.toml", "rpc.example.toml"])
+def test_example_configs_are_valid(name: str) -> None:
+    config = load_config(ROOT / "config" / name)
+    assert config.feed.source == "hermes"
+    assert config.feed.hermes.api_key_env == "PYTH_API_KEY"
+
+
+def test_maintenance_margin_must_leave_room_for_the_warning_level() -> None:
+    data = {"markets": [{"id": "x-perp", "base": "X", "pyth_feed_id": "ab" * 32, "maintenance_margin_ratio": "0.9"}]}
+    with pytest.raises(ConfigError, match="less than 1/1.2"):
+        parse_config(data)
