@@ -85,6 +85,14 @@ class UserSessionActor(Actor):
         else:
             log.warning("session %s: unexpected message %r", self.address, msg)
 
+    async def on_stop(self) -> None:
+        # Stopped after its last subscriber left: forget the account's topics,
+        # or one pair per account ever watched would accumulate.
+        if self._ctx is not None and self._topics is not None:
+            key = self._topics.key
+            self._ctx.registry.discard_topic(key.topic)
+            self._ctx.registry.discard_topic(key.events_topic)
+
     def describe(self) -> dict[str, object]:
         return {"address": self.address, "updates": self.updates, "events": self.events}
 

@@ -140,6 +140,7 @@ async def test_session_is_shared_and_stops_after_the_grace_period(autojump_clock
         assert name in registry.lookup_supervisor("sessions").child_names()
         await trio.sleep(0.5)
         assert registry.lookup_supervisor("sessions").child_names() == []
+        assert not [t.name for t in registry.topics() if t.name.startswith("positions/")]
         await service.system.stop()
 
 
