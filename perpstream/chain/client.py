@@ -1,0 +1,79 @@
+"""The chain as the indexer sees it: a small protocol with two implementations.
+
+``JsonRpcChainClient`` talks to a real node over HTTP; ``EmbeddedChainClient``
+talks to the in-process dev chain. Both return the plain types below and
+raise the same three kinds of error, so the indexer cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import attrs
+
+__all__ = [
+    "BlockHeader",
+    "RawLog",
+    "ChainClient",
+    "ChainError",
+    "RangeTooLargeError",
+    "TransientChainError",
+    "FatalChainError",
+]
+
+
+@attrs.frozen
+class BlockHeader:
+    number: int
+    hash: str  # 0x-hex, lower case
+    parent_hash: str
+    timestamp: int
+
+
+@attrs.frozen
+class RawLog:
+    """A log as eth_getLogs returns it, before ABI decoding."""
+
+    address: str  # EIP-55
+    topics: tuple[bytes, ...]
+    data: bytes
+    block_number: int
+    block_hash: str  # 0x-hex, lower case
+    tx_hash: str
+    log_index: int
+
+
+class ChainError(Exception):
+    """A chain request failed."""
+
+
+class RangeTooLargeError(ChainError):
+    """The node refused an eth_getLogs block range (too many results or too wide)."""
+
+
+class TransientChainError(ChainError):
+    """A failure worth retrying: timeout, connection error, 5xx, rate limit."""
+
+
+class FatalChainError(ChainError):
+    """A failure retrying will not fix: bad request, unauthorized, unknown method."""
+
+
+class ChainClient(Protocol):
+    async def chain_id(self) -> int: ...
+
+    async def block_number(self) -> int: ...
+
+    async def get_block_header(self, number: int) -> BlockHeader | None:
+        """The canonical block at ``number``, or None above the head."""
+        ...
+
+    async def get_logs(
+        self,
+        from_block: int,
+        to_block: int,
+        address: str,
+        topics: Sequence[Sequence[bytes] | bytes | None] | None = None,
+    ) -> list[RawLog]:
+        """Logs of ``address`` in ``[from_block, to_block]``, in chain order."""
+        ...

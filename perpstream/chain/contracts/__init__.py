@@ -1,0 +1,1 @@
+"""The reference contract: Vyper source and its compiled artifact."""

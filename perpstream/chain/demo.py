@@ -1,0 +1,285 @@
+"""Demo activity on the embedded chain: traders, a liquidator, a funding keeper.
+
+They send real transactions, so every stream of the service carries live
+chain events in the embedded demo. Each is a plain trio ``run()`` coroutine
+(with ``task_status``) around a ``step()`` that tests can drive directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from typing import Any, AsyncIterable, Awaitable, Callable, NoReturn, Sequence
+
+import attrs
+import trio
+
+from perpstream.chain.embedded import DevChain, TransactionReverted
+from perpstream.chain.units import round_to_wad
+
+__all__ = ["PriceSource", "FundingRateSource", "DemoTrader", "DemoLiquidator", "FundingKeeper"]
+
+log = logging.getLogger(__name__)
+
+PriceSource = Callable[[str], Decimal | None]  # market id -> oracle price, None if unknown
+FundingRateSource = Callable[[str], Decimal | None]  # market id -> rate per hour
+Sleep = Callable[[float], Awaitable[None]]
+
+_HOUR_S = Decimal(3600)
+# Position notionals in USD and leverages: mostly modest, some 20-50x so that
+# warnings and liquidations really happen as the price moves.
+_NOTIONALS_USD = (500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000)
+_LEVERAGE_TIERS = ((2, 10), (10, 20), (20, 50))
+_LEVERAGE_WEIGHTS = (60, 25, 15)
+
+
+@attrs.define
+class _Holding:
+    position_id: str
+    market_id: str
+
+
+def _round_down(value: Decimal, places: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)
+
+
+def _round_up(value: Decimal, places: int) -> Decimal:
+    return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_UP)
+
+
+class DemoTrader:
+    """Opens, modifies and closes positions for the chain's trader accounts."""
+
+    def __init__(
+        self,
+        chain: DevChain,
+        markets: Sequence[str],
+        current_price: PriceSource,
+        *,
+        seed: int = 11,
+        interval_s: tuple[float, float] = (1.0, 3.0),
+        max_leverage: Decimal = Decimal(50),
+        max_positions_per_account: int = 3,
+        accounts: Sequence[str] | None = None,
+        sleep: Sleep = trio.sleep,
+    ) -> None:
+        self._chain = chain
+        self._markets = tuple(markets)
+        self._price = current_price
+        self._rng = random.Random(seed)
+        self._interval_s = interval_s
+        self._max_leverage = max_leverage
+        self._max_positions = max_positions_per_account
+        self._accounts = tuple(accounts if accounts is not None else chain.traders)
+        self._sleep = sleep
+        self._holdings: dict[str, list[_Holding]] = {a: [] for a in self._accounts}
+        self.actions: Counter[str] = Counter()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        await self.adopt_open_positions()
+        task_status.started()
+        while True:
+            await self.step()
+            await self._sleep(self._rng.uniform(*self._interval_s))
+
+    async def adopt_open_positions(self) -> None:
+        """Take over the accounts' open positions, e.g. after a restart."""
+        for position in await self._chain.open_positions_view():
+            holdings = self._holdings.get(position.account)
+            if holdings is not None and all(h.position_id != position.position_id for h in holdings):
+                holdings.append(_Holding(position.position_id, position.market_id))
+
+    async def step(self) -> str | None:
+        """One trading action by a random account; returns what it did, if anything."""
+        account = self._rng.choice(self._accounts)
+        holdings = await self._refresh(account)
+        try:
+            if not holdings or (len(holdings) < self._max_positions and self._rng.random() < 0.5):
+                action = await self._open(account)
+            else:
+                holding = self._rng.choice(holdings)
+                if self._rng.random() < 0.55:
+                    action = await self._modify(account, holding)
+                else:
+                    action = await self._close(account, holding)
+        except TransactionReverted as exc:
+            log.info("demo trade refused: %s", exc)
+            action = "refused"
+        if action is not None:
+            self.actions[action] += 1
+        return action
+
+    async def _refresh(self, account: str) -> list[_Holding]:
+        """Drop holdings that are gone on chain (liquidated meanwhile)."""
+        alive = [h for h in self._holdings[account] if await self._chain.position(h.position_id) is not None]
+        self._holdings[account] = alive
+        return alive
+
+    def _uniform(self, low: Decimal | int, high: Decimal | int, places: int) -> Decimal:
+        """A random decimal in [low, high] with ``places`` decimals (no floats)."""
+        scale = 10**places
+        return Decimal(self._rng.randint(int(low * scale), int(high * scale))).scaleb(-places)
+
+    def _leverage(self) -> Decimal:
+        low, high = self._rng.choices(_LEVERAGE_TIERS, weights=_LEVERAGE_WEIGHTS)[0]
+        return min(self._max_leverage, self._uniform(low, high, 1))
+
+    async def _open(self, account: str) -> str | None:
+        priced = [(m, p) for m in self._markets if (p := self._price(m)) is not None]
+        if not priced:
+            return None
+        market_id, price = self._rng.choice(priced)
+        notional = self._rng.choice(_NOTIONALS_USD) * self._uniform(Decimal("0.8"), Decimal("1.2"), 3)
+        leverage = self._leverage()
+        size = _round_down(notional / price, 6)
+        if size <= 0:
+            return None
+        receipt = await self._chain.open_position(
+            account,
+            market_id,
+            is_long=self._rng.random() < 0.5,
+            size=size,
+            collateral=_round_up(size * price / leverage, 2),  # never above max leverage
+            entry_price=round_to_wad(price),
+        )
+        self._holdings[account].append(_Holding(receipt.opened_position_ids[0], market_id))
+        return "open"
+
+    async def _modify(self, account: str, holding: _Holding) -> str | None:
+        position = await self._chain.position(holding.position_id)
+        price = self._price(holding.market_id)
+        if position is None or price is None:
+            return None
+        size, collateral, entry = position.size, position.collateral, position.entry_price
+        choice = self._rng.random()
+        if choice < 0.35:  # add collateral: deleverage
+            collateral = _round_down(collateral * self._uniform(Decimal("1.2"), Decimal("1.5"), 2), 2)
+        elif choice < 0.7:  # add to the position at the current price
+            extra = _round_down(size * self._uniform(Decimal("0.2"), Decimal("0.6"), 2), 6)
+            entry = round_to_wad((size * entry + extra * price) / (size + extra))
+            size += extra
+        else:  # reduce the position
+            size = _round_down(size * self._uniform(Decimal("0.3"), Decimal("0.7"), 2), 6)
+        if size <= 0:
+            return None
+        collateral = max(collateral, _round_up(size * price / self._max_leverage, 2))
+        await self._chain.modify_position(
+            account, holding.position_id, size=size, collateral=collateral, entry_price=entry
+        )
+        return "modify"
+
+    async def _close(self, account: str, holding: _Holding) -> str | None:
+        price = self._price(holding.market_id)
+        if price is None:
+            return None
+        await self._chain.close_position(account, holding.position_id, exit_price=round_to_wad(price))
+        self._holdings[account].remove(holding)
+        return "close"
+
+
+class DemoLiquidator:
+    """Liquidates the positions the service reports as liquidatable.
+
+    Candidates come from ``candidates`` (an async iterable of position ids,
+    e.g. fed by the service's liquidation stream) or through
+    :meth:`liquidate`. A candidate the chain refuses — already closed or
+    liquidated, or not liquidatable at the price sent — is counted and
+    skipped.
+    """
+
+    def __init__(
+        self,
+        chain: DevChain,
+        current_price: PriceSource,
+        *,
+        candidates: AsyncIterable[str] | None = None,
+        account: str | None = None,
+    ) -> None:
+        self._chain = chain
+        self._price = current_price
+        self._candidates = candidates
+        self._account = account or chain.liquidator
+        self.liquidated = 0
+        self.refused = 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if self._candidates is None:
+            raise ValueError("DemoLiquidator.run needs a candidates iterable")
+        task_status.started()
+        async for position_id in self._candidates:
+            await self.liquidate(position_id)
+
+    async def liquidate(self, position_id: str) -> bool:
+        """Try to liquidate one position; True when the chain accepted it."""
+        position = await self._chain.position(position_id)
+        if position is None:
+            return False
+        price = self._price(position.market_id)
+        if price is None:
+            return False
+        try:
+            await self._chain.liquidate(self._account, position_id, price=round_to_wad(price))
+        except TransactionReverted as exc:
+            self.refused += 1
+            log.debug("liquidation of %s refused: %s", position_id, exc)
+            return False
+        self.liquidated += 1
+        return True
+
+
+class FundingKeeper:
+    """Posts each market's funding rate and accrued index on chain periodically.
+
+    The index accrues as in domain.md, ``d(index) = rate × P × dt / 3600 s``,
+    with the rate in force since the last post (read back from the chain, so
+    a restarted keeper continues the same index); the new rate comes from
+    ``rate_for``.
+    """
+
+    def __init__(
+        self,
+        chain: DevChain,
+        markets: Sequence[str],
+        rate_for: FundingRateSource,
+        current_price: PriceSource,
+        *,
+        interval_s: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Sleep = trio.sleep,
+    ) -> None:
+        self._chain = chain
+        self._markets = tuple(markets)
+        self._rate_for = rate_for
+        self._price = current_price
+        self._interval_s = interval_s
+        self._clock = clock
+        self._sleep = sleep
+        self.posted = 0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        task_status.started()
+        while True:
+            await self.post_all()
+            await self._sleep(self._interval_s)
+
+    async def post_all(self) -> int:
+        """Post every market that has a price and a rate; returns how many."""
+        posted = 0
+        for market_id in self._markets:
+            rate, price = self._rate_for(market_id), self._price(market_id)
+            if rate is None or price is None:
+                continue
+            last_rate, last_index, last_time = await self._chain.funding(market_id)
+            now = max(int(self._clock()), last_time)
+            index = last_index
+            if last_time > 0:
+                index += last_rate * price * Decimal(now - last_time) / _HOUR_S
+            await self._chain.update_funding(
+                market_id, rate_per_hour=round_to_wad(rate), index=round_to_wad(index), timestamp=now
+            )
+            posted += 1
+        self.posted += posted
+        return posted

@@ -1,0 +1,1 @@
+"""Tests of perpstream.chain: contract, decoding, JSON-RPC, indexer, dev chain, demo."""
