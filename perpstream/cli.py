@@ -1,19 +1,30 @@
-"""The ``perpstream`` command line."""
+"""The ``perpstream`` command line: serve, check-config, watch, version."""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import json
+import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import trio
 
 from perpstream import __version__
-from perpstream.config import ConfigError, load_config
+from perpstream.config import Config, ConfigError, load_config, unstructure
 from perpstream.logs import configure_logging
 
 __all__ = ["main"]
+
+log = logging.getLogger("perpstream")
+
+# After the first SIGTERM/SIGINT the daemon has this long to finish cleanly.
+SHUTDOWN_DEADLINE_S = 30.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,18 +32,98 @@ def _parser() -> argparse.ArgumentParser:
         prog="perpstream",
         description="Real-time streaming daemon for a perpetual-futures DEX.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the daemon")
     serve.add_argument("--config", metavar="FILE", help="TOML config (default: built-in embedded demo)")
     serve.add_argument("--host", help="address to bind (overrides server.host)")
     serve.add_argument("--port", type=int, help="port to bind (overrides server.port)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log.level")
+    serve.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
 
-    check = commands.add_parser("check-config", help="validate a config file")
+    check = commands.add_parser("check-config", help="validate a config file and print the effective config")
     check.add_argument("file", metavar="FILE")
 
     commands.add_parser("version", help="print the version")
+
+    from perpstream.watch import add_watch_parser
+
+    add_watch_parser(commands)
     return parser
+
+
+def _mask(value: str) -> str:
+    return "****" if value else ""
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The config as plain data, plus the secrets it reads from the environment (masked)."""
+    data = unstructure(config)
+    names = {
+        "feed.hermes.api_key": config.feed.hermes.api_key_env,
+        "chain.rpc_url": config.chain.rpc_url_env,
+        "debug.token": config.debug.token_env,
+    }
+    data["environment"] = {
+        key: {"variable": name, "set": bool(os.environ.get(name)), "value": _mask(os.environ.get(name, ""))}
+        for key, name in names.items()
+    }
+    if data["chain"]["rpc_url"]:
+        data["chain"]["rpc_url"] = _mask(data["chain"]["rpc_url"])
+    return data
+
+
+async def _serve_until_signalled(config: Config) -> None:
+    """Run the daemon; the first SIGINT/SIGTERM stops it gracefully, a second at once."""
+    from perpstream.daemon import run_daemon
+
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def daemon() -> None:
+                await run_daemon(config, shutdown=shutdown)
+                nursery.cancel_scope.cancel()
+
+            async def deadline() -> None:
+                await trio.sleep(SHUTDOWN_DEADLINE_S)
+                log.error("shutdown took longer than %.0f s; exiting now", SHUTDOWN_DEADLINE_S)
+                os._exit(1)
+
+            nursery.start_soon(daemon)
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if shutdown.is_set():
+                    log.warning("second %s: exiting now", name)
+                    logging.shutdown()
+                    os._exit(128 + signum)
+                log.info("%s received: shutting down gracefully (send it again to exit at once)", name)
+                shutdown.set()
+                nursery.start_soon(deadline)
+
+
+def _bind_error(exc: BaseException) -> OSError | None:
+    """The listening-socket error inside ``exc`` (a group from the nurseries), if any."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _bind_error(inner)) is not None:
+                return found
+    return None
+
+
+def _serve(config: Config) -> int:
+    try:
+        trio.run(_serve_until_signalled, config)
+    except (OSError, BaseExceptionGroup) as exc:
+        error = _bind_error(exc)
+        if error is None:
+            raise
+        print(f"perpstream: cannot listen on {config.server.host}:{config.server.port}: {error.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,24 +132,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"perpstream {__version__}")
         return 0
+    if args.command == "watch":
+        from perpstream.watch import run_watch
+
+        return run_watch(args)
     try:
         config = load_config(args.file if args.command == "check-config" else args.config)
     except ConfigError as exc:
         print(f"perpstream: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        print(f"{args.file}: OK")
+        print(json.dumps(effective_config(config), indent=2))
+        print(f"{args.file}: OK", file=sys.stderr)
         return 0
 
-    server = config.server
-    server = attrs.evolve(server, host=args.host or server.host, port=args.port or server.port)
-    config = attrs.evolve(config, server=server)
+    config = attrs.evolve(
+        config,
+        server=attrs.evolve(config.server, host=args.host or config.server.host,
+                            port=args.port or config.server.port),
+        log=attrs.evolve(config.log, level=args.log_level or config.log.level,
+                         format=args.log_format or config.log.format),
+    )
     configure_logging(config.log.level, config.log.format)
-
-    from perpstream.daemon import run_daemon
-
-    try:
-        trio.run(run_daemon, config)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return _serve(config)

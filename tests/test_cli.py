@@ -58,3 +58,20 @@ def test_serve_answers_healthz_on_a_real_socket(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_check_config_prints_the_effective_config_with_secrets_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("PYTH_API_KEY", "very-secret-key")
+    monkeypatch.setenv("PERPSTREAM_RPC_URL", "https://node.example/v1/secret-key")
+    assert main(["check-config", str(ROOT / "config" / "rpc.example.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "very-secret-key" not in out and "secret-key" not in out
+    effective = json.loads(out)
+    assert effective["chain"]["source"] == "rpc"
+    assert effective["environment"]["feed.hermes.api_key"] == {"variable": "PYTH_API_KEY", "set": True, "value": "****"}
+    assert effective["environment"]["chain.rpc_url"]["set"] is True
+    assert effective["markets"][0]["maintenance_margin_ratio"] == "0.005"
