@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart_trio import QuartTrio
 
 from perpstream.web.context import AppContext
+from perpstream.web.dashboard import add_dashboard_routes
 from perpstream.web.ops_routes import add_ops_routes
 from perpstream.web.rest_routes import add_rest_routes
 from perpstream.web.ws_routes import add_websocket_routes
@@ -18,4 +19,5 @@ def create_app(context: AppContext) -> QuartTrio:
     add_ops_routes(app, context)
     add_rest_routes(app, context)
     add_websocket_routes(app, context)
+    add_dashboard_routes(app)
     return app

@@ -31,6 +31,7 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -79,15 +80,20 @@ class GuardedStream(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         await self._stream.aclose()
 
-    def cut(self, reason: str) -> None:
-        """Abort the connection now (RST, no lingering), waking any blocked send."""
+    def cut(self, reason: str, *, abort: bool = True) -> None:
+        """Close the connection now, waking any task blocked on it.
+
+        ``abort`` resets it (RST, nothing lingers in the kernel): right for a
+        peer that stopped reading. Without it the peer gets an orderly FIN.
+        """
         if self.cut_reason is not None:
             return
         self.cut_reason = reason
-        try:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass  # already closed: nothing to abort
+        if abort:
+            try:
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass  # already closed: nothing to abort
         # Closing the trio socket notifies tasks blocked on it (ClosedResourceError).
         self.socket.close()
 
@@ -98,17 +104,32 @@ class ConnectionGuard:
     def __init__(self, *, send_timeout: float, idle_timeout: float | None) -> None:
         self.send_timeout = send_timeout
         self.idle_timeout = idle_timeout
-        self.streams: set[GuardedStream] = set()
+        self.streams: dict[GuardedStream, TCPServer | None] = {}
         self.cut_slow = 0
         self.cut_idle = 0
 
     def wrap(self, stream: trio.SocketStream) -> GuardedStream:
         guarded = GuardedStream(stream)
-        self.streams.add(guarded)
+        self.streams[guarded] = None
         return guarded
 
     def release(self, stream: GuardedStream) -> None:
-        self.streams.discard(stream)
+        self.streams.pop(stream, None)
+
+    def close_idle_keep_alives(self) -> int:
+        """At shutdown: close HTTP connections waiting for their next request.
+
+        Hypercorn would otherwise hold them until its graceful timeout; a
+        browser always keeps one after a fetch. Connections with a request or
+        a WebSocket in progress are left to finish.
+        """
+        closed = 0
+        for stream, server in list(self.streams.items()):
+            protocol = getattr(getattr(server, "protocol", None), "protocol", None)
+            if isinstance(protocol, H11Protocol) and protocol.stream is None:
+                stream.cut("server shutting down", abort=False)
+                closed += 1
+        return closed
 
     def sweep(self) -> None:
         """One pass: cut every stream past its send timeout or idle timeout."""
@@ -165,8 +186,10 @@ async def serve(
 
     async def handle(stream: trio.SocketStream) -> None:
         guarded = guard.wrap(stream)
+        server = TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()), guarded)  # type: ignore[arg-type]
+        guard.streams[guarded] = server
         try:
-            await TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()), guarded)  # type: ignore[arg-type]
+            await server.run()
         finally:
             guard.release(guarded)
 
@@ -188,6 +211,7 @@ async def serve(
                 accept_nursery.cancel_scope.cancel()
             # No new connections; give open ones the graceful timeout to finish.
             await context.terminated.set()
+            guard.close_idle_keep_alives()
             server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()

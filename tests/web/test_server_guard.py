@@ -101,3 +101,29 @@ async def test_a_silent_peer_is_cut_after_idle_timeout() -> None:
                 await trio.sleep(0.05)
         sock.close()
         shutdown.set()
+
+
+async def test_shutdown_does_not_wait_for_idle_keep_alive_connections() -> None:
+    import httpx
+
+    app = _flood_app([])
+
+    @app.get("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    guard = ConnectionGuard(send_timeout=5.0, idle_timeout=None)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(
+            lambda task_status: serve(
+                app, host="127.0.0.1", port=0, guard=guard, ping_interval=None,
+                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
+            )
+        )
+        async with httpx.AsyncClient() as client:  # keeps its connection alive after the request
+            assert (await client.get(f"http://127.0.0.1:{bound[0][1]}/ping")).text == "pong"
+            started = trio.current_time()
+            shutdown.set()
+    # hypercorn alone would hold the idle connection for its whole graceful timeout (5 s here)
+    assert trio.current_time() - started < 1.0
