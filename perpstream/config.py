@@ -153,7 +153,7 @@ class MarketConfig:
     id: str
     base: str
     pyth_feed_id: str
-    max_leverage: Decimal = Decimal("50")
+    max_leverage: Decimal = Decimal("150")
     maintenance_margin_ratio: Decimal = Decimal("0.005")
     liquidation_fee_ratio: Decimal = Decimal("0.005")
     min_keeper_fee: Decimal = Decimal("5")
@@ -170,21 +170,21 @@ def _default_markets() -> tuple[MarketConfig, ...]:
             base="BTC",
             pyth_feed_id="e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43",
             funding=FundingParams(skew_scale=Decimal("1000")),
-            simulated=SimulatedMarketParams(Decimal("65000"), Decimal("0.6")),
+            simulated=SimulatedMarketParams(Decimal("65000"), Decimal("1.0")),
         ),
         MarketConfig(
             id="eth-usdc-perp",
             base="ETH",
             pyth_feed_id="ff61491a931112ddf1bd8147cd1b641375f79f5825126d665480874634fd0ace",
             funding=FundingParams(skew_scale=Decimal("20000")),
-            simulated=SimulatedMarketParams(Decimal("3400"), Decimal("0.75")),
+            simulated=SimulatedMarketParams(Decimal("3400"), Decimal("1.2")),
         ),
         MarketConfig(
             id="sol-usdc-perp",
             base="SOL",
             pyth_feed_id="ef0d8b6fda2ceba41da15d4095d1da392a0d2f8ed0c6c7bc0f4cfac8c280b56d",
             funding=FundingParams(skew_scale=Decimal("500000")),
-            simulated=SimulatedMarketParams(Decimal("150"), Decimal("1.0")),
+            simulated=SimulatedMarketParams(Decimal("150"), Decimal("1.5")),
         ),
     )
 

@@ -29,11 +29,11 @@ FundingRateSource = Callable[[str], Decimal | None]  # market id -> rate per hou
 Sleep = Callable[[float], Awaitable[None]]
 
 _HOUR_S = Decimal(3600)
-# Position notionals in USD and leverages: mostly modest, some 20-50x so that
+# Position notionals in USD and leverages: many modest, many 60-150x so that
 # warnings and liquidations really happen as the price moves.
 _NOTIONALS_USD = (500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000)
-_LEVERAGE_TIERS = ((2, 10), (10, 20), (20, 50))
-_LEVERAGE_WEIGHTS = (60, 25, 15)
+_LEVERAGE_TIERS = ((2, 10), (10, 60), (60, 150))
+_LEVERAGE_WEIGHTS = (30, 30, 40)
 
 
 @attrs.define
