@@ -159,7 +159,11 @@ class MarketActor(Actor):
         buffer = self.settings.event_buffer
         self._prices = StreamTopics.of(ctx, StreamKey(Channel.PRICES, self.market_id), buffer)
         self._stats = StreamTopics.of(ctx, StreamKey(Channel.MARKET_STATS, self.market_id), buffer)
-        if ctx.incarnation > 1:
+        # Not ``ctx.incarnation > 1``: when the markets supervisor itself is
+        # restarted (it escalated), its new cells count incarnations from 1
+        # again, yet the topics (registry-owned) and their subscribers are the
+        # same. An earlier incarnation always left a stats snapshot behind.
+        if self._stats.snapshots.latest is not None:
             for topics in (self._prices, self._stats):
                 topics.publish_event(Resync(reason="market_restarted"), self.clock.now_ms())
         self._publish_stats()
@@ -321,6 +325,9 @@ class MarketActor(Actor):
             self._on_funding_event(indexed, event)
             return
         account = self._account_of(indexed)
+        # The event message describes the position as it was before a close
+        # (side, size) and as it is after anything else.
+        before = self.book.get(event.position_id)
         if indexed.finality == "pending":
             self._apply(event)
         elif indexed.finality == "reverted":
@@ -329,7 +336,7 @@ class MarketActor(Actor):
             if restored is None or isinstance(restored, StoredPosition):
                 self._set_position(position_id, None if restored is None else position_from_stored(restored))
         if account is not None:
-            message = user_events.position_event(indexed, self.book.get(event.position_id))
+            message = user_events.position_event(indexed, self.book.get(event.position_id) or before)
             self._tell_user(account, message)
 
     def _account_of(self, indexed: IndexedEvent) -> str | None:
@@ -423,7 +430,7 @@ class MarketActor(Actor):
         message = FundingRateUpdate(
             funding_rate=self.funding.rate_per_hour,
             previous_funding_rate=previous,
-            funding_index=self._funding_index_now(),
+            funding_index=round_places(self._funding_index_now(), 18),
             source=source,
         )
         self._stats.publish_event(message, self.clock.now_ms())

@@ -10,6 +10,10 @@ priced now, and publishes one ``positions_update``; events from the markets
 The :class:`SessionDirectory` actor owns the reference counts and grace
 timers, and serialises starts and stops, so a subscriber arriving just as a
 session's grace period ends can never be attached to a stopping session.
+It also brings back the sessions of accounts still being watched when they
+vanish from under it: if the sessions supervisor escalates (a crash storm
+across sessions) and is restarted, it comes back without its dynamic
+children, and their subscribers would otherwise starve in silence.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from actors import (
     Actor,
     ActorContext,
     ActorNotFound,
+    ActorNotRunning,
     ActorRef,
     ChildSpec,
     MailboxFull,
@@ -72,7 +77,10 @@ class UserSessionActor(Actor):
     async def setup(self, ctx: ActorContext) -> None:
         self._ctx = ctx
         self._topics = StreamTopics.of(ctx, StreamKey(Channel.POSITIONS, self.address), self.settings.event_buffer)
-        if ctx.incarnation > 1:
+        # A snapshot left by an earlier session means subscribers who may have
+        # missed events: this session restarted, or was started again after the
+        # sessions supervisor itself restarted (its cells count from 1 anew).
+        if self._topics.snapshots.latest is not None:
             self._topics.publish_event(Resync(reason="session_restarted"), self.clock.now_ms())
         await self._publish_positions()  # the snapshot a new subscriber gets at once
         ctx.nursery.start_soon(self._publish_periodically)
@@ -150,6 +158,11 @@ class _Expire:
     generation: int
 
 
+@attrs.frozen
+class _Reconcile:
+    """Tick: start the session of every watched account that has none."""
+
+
 class SessionDirectory(Actor):
     """Starts sessions on first use and stops them after the grace period."""
 
@@ -162,10 +175,12 @@ class SessionDirectory(Actor):
         supervisor: str,
         session_spec: Callable[[str], ChildSpec],
         grace_s: float,
+        reconcile_interval_s: float = 1.0,
     ) -> None:
         self._supervisor_name = supervisor
         self._session_spec = session_spec
         self._grace_s = grace_s
+        self._reconcile_interval_s = reconcile_interval_s
         self._users: dict[str, int] = {}
         self._generation: dict[str, int] = {}
         self._ctx: ActorContext | None = None
@@ -177,6 +192,17 @@ class SessionDirectory(Actor):
         supervisor = self._supervisor()
         for name in supervisor.child_names():
             await supervisor.stop_child(name)
+        ctx.nursery.start_soon(self._tick_reconcile)
+
+    async def _tick_reconcile(self) -> None:
+        assert self._ctx is not None
+        ref = self._ctx.self_ref
+        while True:
+            await trio.sleep(self._reconcile_interval_s)
+            try:
+                ref.send_nowait(_Reconcile())
+            except MailboxFull:
+                pass  # swamped: the next tick will do
 
     def _supervisor(self) -> Supervisor:
         assert self._ctx is not None
@@ -192,21 +218,39 @@ class SessionDirectory(Actor):
             self._release(msg.address)
         elif isinstance(msg, _Expire):
             await self._expire(msg)
+        elif isinstance(msg, _Reconcile):
+            await self._reconcile()
 
     async def _acquire(self, msg: _Acquire) -> None:
         address = msg.address
         self._users[address] = self._users.get(address, 0) + 1
         self._generation[address] = self._generation.get(address, 0) + 1
-        supervisor = self._supervisor()
         name = session_name(address)
-        if name not in supervisor.child_names():
+        try:
+            # The sessions supervisor may be restarting (ActorNotRunning): that
+            # refuses this subscriber, never the directory and its counts.
+            supervisor = self._supervisor()
+            if name not in supervisor.child_names():
+                await supervisor.start_child(self._session_spec(address))
+                log.info("session %s started", address)
+        except Exception as exc:  # reported to the requester, who releases
+            msg.reply.fail(exc)
+            return
+        msg.reply.send(None)
+
+    async def _reconcile(self) -> None:
+        try:
+            supervisor = self._supervisor()
+        except ActorNotRunning:
+            return  # the sessions supervisor is backing off: try again next tick
+        running = set(supervisor.child_names())
+        for address in [a for a in self._users if session_name(a) not in running]:
             try:
                 await supervisor.start_child(self._session_spec(address))
-            except Exception as exc:  # reported to the requester, who releases
-                msg.reply.fail(exc)
-                return
-            log.info("session %s started", address)
-        msg.reply.send(None)
+            except Exception as exc:
+                log.warning("session %s could not be started again: %r", address, exc)
+                continue
+            log.warning("session %s was gone while watched; started it again", address)
 
     def _release(self, address: str) -> None:
         count = self._users.get(address, 0) - 1
@@ -231,11 +275,14 @@ class SessionDirectory(Actor):
         if self._users.get(msg.address) or self._generation.get(msg.address) != msg.generation:
             return  # someone came back during the grace period
         self._generation.pop(msg.address, None)
-        supervisor = self._supervisor()
         name = session_name(msg.address)
-        if name in supervisor.child_names():
-            await supervisor.stop_child(name)
-            log.info("session %s stopped after its grace period", msg.address)
+        try:
+            supervisor = self._supervisor()
+            if name in supervisor.child_names():
+                await supervisor.stop_child(name)
+                log.info("session %s stopped after its grace period", msg.address)
+        except (ActorNotRunning, ActorNotFound):
+            pass  # the sessions supervisor restarted meanwhile, without its sessions
 
 
 @asynccontextmanager

@@ -26,9 +26,9 @@ _MESSAGE = {
 def position_event(indexed: IndexedEvent, position: Position | None) -> protocol.PositionEvent:
     """The wire message for one delivery of a position event.
 
-    ``position`` is the position's state after the delivery was applied
-    (None once closed); it fills in side and size where the event itself
-    does not carry them. A ``reverted`` delivery becomes ``position_reverted``
+    ``position`` is the position's state after the delivery was applied, or
+    its last state when the delivery closed it; it fills in side and size
+    where the event itself does not carry them. A ``reverted`` delivery becomes ``position_reverted``
     naming the undone event's type.
     """
     event = indexed.event
@@ -51,8 +51,9 @@ def position_event(indexed: IndexedEvent, position: Position | None) -> protocol
         fields.update(price=event.exit_price, realized_pnl=event.realized_pnl)
     elif isinstance(event, PositionLiquidated):
         fields.update(price=event.price, reward=event.reward, liquidator=event.liquidator)
-    if position is not None and "side" not in fields:
-        fields["side"] = position.side.value
+    if position is not None:
+        fields.setdefault("side", position.side.value)
+        fields.setdefault("size", position.size)
     elif isinstance(indexed.restored, StoredPosition) and "side" not in fields:
         fields["side"] = indexed.restored.side
     if not fields["market_id"] and isinstance(indexed.restored, StoredPosition):

@@ -158,3 +158,28 @@ async def test_market_restart_sends_resync_then_a_fresh_snapshot(autojump_clock:
         [btc] = markets["children"]
         assert btc["restarts"] == 1 and btc["last_failure"]["message"] == "rehearsal"
         await service.system.stop()
+
+
+async def test_position_events_reach_the_account_with_side_and_size(autojump_clock: trio.abc.Clock) -> None:
+    from decimal import Decimal
+
+    from perpstream.chain.events import EventMeta, IndexedEvent, PositionClosed
+
+    async with running_service(service_config(), {BTC_FEED: ["65000"] * 200}) as service:
+        client = service.app.test_client()
+        async with client.websocket(f"/api/v1/ws/positions/{ALICE}") as ws:
+            await _messages(ws, 2)
+            opening = opened(7, ALICE, is_long=False, size="0.5", collateral="2000", entry="65000")
+            await service.deliver(opening)
+            event = await _receive_until(ws, "position_opened")
+            assert (event["side"], event["size"], event["finality"]) == ("short", "0.5", "pending")
+            meta = EventMeta(opening.event.meta.block_number + 1, "0x" + "ee" * 32, "0x" + "dd" * 32, 0)
+            close = PositionClosed(meta, opening.event.position_id, ALICE_CHECKSUM, BTC,
+                                   Decimal("64000"), Decimal("500"))
+            await service.deliver(IndexedEvent(close, "pending"))
+            closed = await _receive_until(ws, "position_closed")
+            assert (closed["side"], closed["size"], closed["price"]) == ("short", "0.5", "64000")
+            assert closed["event"]["tx_hash"] == "0x" + "dd" * 32
+            update = await _receive_until(ws, "positions_update")
+            assert update["positions"] == []
+        await service.system.stop()

@@ -1,0 +1,165 @@
+"""The examples against a live in-process daemon: Node (``ws``) and Python (trio-websocket).
+
+Each example runs as its own process for a few seconds, as a user would run
+it, and its output is checked. The Node tests install the locked ``ws``
+package with ``npm ci`` into examples/js/node_modules (tests/clients/conftest.py)
+and are skipped when node or npm is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+import trio
+
+from perpstream.watch import Renderer, StreamChoice, Style, watch_stream
+from tests.clients.live import daemon_on_port, demo_account, free_port, start_program, stormy_config
+from tests.e2e.daemon import running_daemon
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+JS = EXAMPLES / "js"
+PYTHON_CLIENT = EXAMPLES / "python" / "client.py"
+DECIMAL = r"-?\d+(\.\d+)?"
+
+
+def test_the_js_client_library_passes_its_unit_tests(node: str) -> None:
+    result = subprocess.run([node, "--test", "test/"], cwd=JS, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# fail 0" in result.stdout
+
+
+async def test_the_js_examples_stream_monitor_and_pick_liquidations(tmp_path: Path, node: str) -> None:
+    async with running_daemon(stormy_config(tmp_path)) as daemon:
+        async with httpx.AsyncClient(base_url=daemon.http) as http:
+            account = await demo_account(http)
+        url = daemon.ws("")
+        async with trio.open_nursery() as nursery:
+            prices = await start_program(nursery, [node, "prices.js", url, "eth-usdc-perp", "--duration", "4"], cwd=JS)
+            positions = await start_program(nursery, [node, "positions.js", url, account.lower(), "--duration", "5"],
+                                            cwd=JS)
+            bot = await start_program(nursery, [node, "liquidation-bot.js", url, "--duration", "5"], cwd=JS)
+            picky_bot = await start_program(
+                nursery, [node, "liquidation-bot.js", url, "--min-reward", "1000000000", "--duration", "5"], cwd=JS)
+            for program in (prices, positions, bot, picky_bot):
+                assert await program.wait() == 0, program.output()
+
+    price_lines = prices.matching(rf"^price eth-usdc-perp {DECIMAL} ±{DECIMAL} ema {DECIMAL} age \d+ms")
+    assert len(price_lines) >= 3, prices.output()
+    assert "(fresh snapshot)" in price_lines[0] and "(fresh snapshot)" not in price_lines[1]
+    seqs = [int(line.split(" seq ")[1].split()[0]) for line in price_lines]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+    assert positions.matching(rf"^positions {account} open \d+ equity {DECIMAL}"), positions.output()
+    assert positions.matching(r"^event position_\w+ \S+ 0x[0-9a-f]{8} 0x[0-9a-f]{8}:\d+ (new|finalized)$"), \
+        positions.output()
+
+    acted = bot.matching(r"^WOULD LIQUIDATE 0x[0-9a-f]{64} of 0x[0-9a-fA-F]{40} on \S+ \((long|short) ")
+    assert acted, bot.output()
+    assert len(acted) == len(set(line.split()[2] for line in acted))  # each position once (cooldown)
+    alerts = picky_bot.matching(r"^alert seq \d+: \d+ candidates")
+    assert alerts and all(line.endswith(" 0 to act on") for line in alerts), picky_bot.output()
+    assert not picky_bot.matching("WOULD LIQUIDATE")
+
+
+def _load_python_client() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("perpstream_example_client", PYTHON_CLIENT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_python_client_backs_off_with_full_jitter_and_dedupes_events() -> None:
+    client = _load_python_client()
+    backoff = client.Backoff(initial=0.5, maximum=4.0, rng=random.Random(3))
+    delays = [backoff.next_delay() for _ in range(8)]
+    ceilings = [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert max(delays[3:]) > 2.0  # the cap, not the first ceiling, bounds later draws
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+    events = client.EventDeduper(capacity=2)
+
+    def event(tx: str, finality: str) -> dict[str, object]:
+        return {"event": {"tx_hash": tx, "log_index": 1}, "finality": finality}
+
+    verdicts = [events.see(event(tx, finality)) for tx, finality in [
+        ("0xa", "pending"), ("0xa", "pending"), ("0xa", "final"), ("0xa", "final"),
+        ("0xa", "reverted"), ("0xb", "final"), ("0xc", "pending"), ("0xa", "pending"),
+    ]]
+    assert verdicts == ["new", "duplicate", "finalized", "duplicate", "reverted", "finalized", "new", "new"]
+
+    # A position event names its market, but belongs to the account's stream.
+    event_message = {"channel": "positions", "user_address": "0xAb", "market_id": "btc-usdc-perp"}
+    assert client.stream_name(event_message) == "positions:0xAb"
+    assert client.stream_name({"channel": "market_stats", "market_id": "btc-usdc-perp"}) == "market_stats:btc-usdc-perp"
+
+
+async def test_clients_ride_out_a_daemon_restart(tmp_path: Path) -> None:
+    """The Python example and the terminal client reconnect, resubscribe and resume on a new daemon."""
+    config = stormy_config(tmp_path)
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
+    watch_out, watch_err = io.StringIO(), io.StringIO()
+    async with trio.open_nursery() as nursery:
+        async with daemon_on_port(config, port) as daemon:
+            async with httpx.AsyncClient(base_url=daemon.http) as http:
+                account = await demo_account(http)
+            client = await start_program(nursery, [
+                sys.executable, str(PYTHON_CLIENT), "--url", url, "--prices", "btc-usdc-perp",
+                "--market-stats", "eth-usdc-perp", "--positions", account, "--liquidations", "--duration", "60",
+            ])
+            watching = trio.CancelScope()
+
+            async def watch() -> None:
+                with watching:
+                    await watch_stream(url, StreamChoice("prices", "btc-usdc-perp"), Renderer(Style(colour=False)),
+                                       watch_out, watch_err)
+
+            nursery.start_soon(watch)
+            await client.wait_for(r"^\[prices:btc-usdc-perp\] price [\d.]+ ±[\d.]+ \[fresh snapshot\]$")
+            await client.wait_for(r"^\[market_stats:eth-usdc-perp\] open_interest_usd .* \[fresh snapshot\]$")
+            await client.wait_for(r"^\[liquidations\] candidates \d+ at_risk \d+ liquidatable \d+ \[fresh snapshot\]$")
+            await client.wait_for(rf"^\[positions:{account}\] positions \d+ equity .* \[fresh snapshot\]$")
+            await client.wait_for(rf"^\[positions:{account}\] position_\w+ 0x[0-9a-f]{{8}} \S+ (pending|final) -> "
+                                  r"(new|finalized)$")
+        # The first daemon said goodbye (1001); the clients back off and retry.
+        await client.wait_for(r"goodbye: server_shutting_down", stderr=True)
+        await client.wait_for(r"disconnected \(close 1001: server_shutting_down\); reconnecting in", stderr=True)
+        async with daemon_on_port(config, port):
+            await client.wait_for(r"\] connected \(connection 2\)$", count=4)
+            await client.wait_for(r"^\[prices:btc-usdc-perp\] price .* \[fresh snapshot\]$", count=2)
+            with trio.fail_after(10):
+                while watch_out.getvalue().count("connected: prices btc-usdc-perp") < 2:
+                    await trio.sleep(0.1)
+            watching.cancel()
+            client.process.send_signal(signal.SIGINT)
+            assert await client.wait() == 0, client.output()
+    assert "goodbye from the server: server_shutting_down" in watch_out.getvalue()
+    assert "disconnected (close 1001 server_shutting_down); reconnecting in" in watch_err.getvalue()
+    # After the reconnect the terminal client reprinted its table header for the new connection.
+    assert watch_out.getvalue().count("TIME          MARKET") == 2
+    # Nothing went missing within either connection.
+    assert "messages lost" not in "\n".join(client.stdout)
+    assert "seq jumped" not in watch_out.getvalue()
+
+
+async def test_the_python_client_stops_when_the_server_refuses_its_subscription(tmp_path: Path) -> None:
+    async with running_daemon(stormy_config(tmp_path)) as daemon:
+        async with trio.open_nursery() as nursery:
+            client = await start_program(nursery, [sys.executable, str(PYTHON_CLIENT), "--url", daemon.ws(""),
+                                                   "--prices", "doge-usdc-perp", "--duration", "10"])
+            assert await client.wait() == 2, client.output()
+    assert any("subscription refused: unknown_market" in line for line in client.stderr), client.output()
