@@ -59,7 +59,9 @@ async def run_daemon(
         async with actors.open_system(tree.root) as system:
             metrics = Metrics()
             guard = ConnectionGuard(
-                send_timeout=config.ws.send_timeout_s, idle_timeout=2 * config.ws.ping_interval_s
+                send_timeout=config.ws.send_timeout_s,
+                idle_timeout=2 * config.ws.ping_interval_s,
+                ping_interval=config.ws.ping_interval_s,
             )
             context = AppContext(
                 config=config, registry=system.registry, clock=clock, metrics=metrics,
@@ -77,7 +79,7 @@ async def run_daemon(
             async def announce(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
                 await serve(
                     app, host=config.server.host, port=config.server.port, guard=guard,
-                    ping_interval=config.ws.ping_interval_s, max_message_bytes=4 * config.ws.max_frame_bytes,
+                    max_message_bytes=4 * config.ws.max_frame_bytes,
                     shutdown_trigger=stop_serving, task_status=task_status,
                 )
 

@@ -5,16 +5,19 @@ with ``stream.send_all`` inside a *shielded* cancel scope behind a
 per-connection lock. A peer that stops reading fills its TCP window, the
 send blocks, and no timeout set by the application can reach it: the
 sending task is pinned, and pings and closes queue behind the same lock.
-Hypercorn also sends WebSocket pings but never checks that they are
-answered, so a peer that vanished without a FIN lingers until TCP gives up.
+Hypercorn's own WebSocket pings are never checked for answers, so a peer
+that vanished without a FIN lingers until TCP gives up; and its ping task
+sleeps through a close, holding a finished connection (and a graceful
+shutdown) for up to a whole ping interval.
 
 The fix sits below the shield. Every accepted socket is wrapped in a
 :class:`GuardedStream` that records when a send started blocking and when
 bytes last arrived. One :class:`ConnectionGuard` task sweeps all streams
 (one timer for the whole server, not one per connection) and force-closes
 a stream whose send has been blocked longer than ``send_timeout`` or that
-has been silent for longer than ``idle_timeout`` (hypercorn's pings make a
-live peer answer with pongs, which count as bytes received). Closing the
+has been silent for longer than ``idle_timeout``. The same task sends the
+WebSocket pings, every ``ping_interval``, to every open WebSocket; a live
+peer answers with a pong, which counts as bytes received. Closing the
 socket wakes the blocked ``send_all`` with an error; hypercorn then reports
 ``websocket.disconnect`` to the application, which ends the connection's
 handler and frees its buffers.
@@ -32,6 +35,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -41,6 +45,9 @@ from hypercorn.utils import wrap_app
 __all__ = ["ConnectionGuard", "GuardedStream", "serve"]
 
 log = logging.getLogger("perpstream.web.server")
+
+# A WebSocket ping frame from a server: FIN + opcode 0x9, unmasked, no payload.
+PING_FRAME = b"\x89\x00"
 
 
 class GuardedStream(trio.abc.HalfCloseableStream):
@@ -101,12 +108,16 @@ class GuardedStream(trio.abc.HalfCloseableStream):
 class ConnectionGuard:
     """Sweeps every open stream and cuts the stuck and the silent ones."""
 
-    def __init__(self, *, send_timeout: float, idle_timeout: float | None) -> None:
+    def __init__(
+        self, *, send_timeout: float, idle_timeout: float | None, ping_interval: float | None = None
+    ) -> None:
         self.send_timeout = send_timeout
         self.idle_timeout = idle_timeout
+        self.ping_interval = ping_interval
         self.streams: dict[GuardedStream, TCPServer | None] = {}
         self.cut_slow = 0
         self.cut_idle = 0
+        self.pings_sent = 0
 
     def wrap(self, stream: trio.SocketStream) -> GuardedStream:
         guarded = GuardedStream(stream)
@@ -146,13 +157,38 @@ class ConnectionGuard:
                          now - stream.last_receive)
                 stream.cut("the peer stopped answering pings")
 
+    async def ping_websockets(self) -> None:
+        """Send a ping to every open WebSocket, between whole frames.
+
+        Taking the connection's send lock keeps the ping from landing inside
+        another frame; a connection whose lock is held is sending already
+        (and the send timeout watches it), so it is skipped this round.
+        """
+        for stream, server in list(self.streams.items()):
+            protocol = getattr(getattr(server, "protocol", None), "protocol", None)
+            ws = getattr(protocol, "stream", None)
+            if server is None or not isinstance(ws, WSStream) or ws.state is not ASGIWebsocketState.CONNECTED:
+                continue
+            if server.send_lock.locked() or stream.cut_reason is not None:
+                continue
+            async with server.send_lock:
+                try:
+                    await stream.send_all(PING_FRAME)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    continue
+            self.pings_sent += 1
+
     async def run(self) -> None:
         period = min(1.0, self.send_timeout / 4)
         if self.idle_timeout is not None:
             period = min(period, self.idle_timeout / 4)
+        next_ping = trio.current_time() + (self.ping_interval or 0)
         while True:
             await trio.sleep(period)
             self.sweep()
+            if self.ping_interval is not None and trio.current_time() >= next_ping:
+                next_ping = trio.current_time() + self.ping_interval
+                await self.ping_websockets()
 
 
 async def serve(
@@ -161,7 +197,6 @@ async def serve(
     host: str,
     port: int,
     guard: ConnectionGuard,
-    ping_interval: float | None,
     max_message_bytes: int,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
@@ -176,7 +211,7 @@ async def serve(
     config = HypercornConfig()
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.websocket_ping_interval = ping_interval
+    config.websocket_ping_interval = None  # the guard pings (see the module doc)
     config.websocket_max_message_size = max_message_bytes
     config.graceful_timeout = 5.0
     wrapped = wrap_app(app, config.wsgi_max_body_size, None)

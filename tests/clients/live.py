@@ -32,16 +32,11 @@ STORMY_VOLATILITY = Decimal("800")
 
 
 def stormy_config(data_dir: Path) -> Config:
-    """The embedded demo with fast trading, violent prices and short cadences.
-
-    ``ping_interval_s`` is short because hypercorn keeps a closed socket's
-    handler alive until its next ping tick, and the daemon's shutdown waits
-    for those handlers: a short interval keeps each test's teardown short.
-    """
+    """The embedded demo with fast trading, violent prices and short cadences."""
     config = e2e_config(
         data_dir,
         chain={"demo": {"trade_interval_ms": 100}},
-        ws={"ping_interval_s": 1.0, "max_subscriptions_per_connection": 16},
+        ws={"max_subscriptions_per_connection": 16},
     )
     markets = tuple(
         attrs.evolve(m, simulated=attrs.evolve(m.simulated, annual_volatility=STORMY_VOLATILITY))

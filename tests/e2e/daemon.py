@@ -82,3 +82,31 @@ async def receive_until(ws: WebSocketConnection, wanted: str, timeout: float = 1
 async def websocket(daemon: Daemon, path: str) -> AsyncIterator[WebSocketConnection]:
     async with open_websocket_url(daemon.ws(path)) as ws:
         yield ws
+
+
+def stalled_client(port: int) -> socket.socket:
+    """A WebSocket client that floods requests and never reads a byte."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /api/v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:  # the handshake is read; nothing after it ever is
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    header = bytearray([0x81])
+    length = len(payload)
+    if length < 126:
+        header.append(0x80 | length)
+    else:
+        header.append(0x80 | 126)
+        header += length.to_bytes(2, "big")
+    mask = b"\x01\x02\x03\x04"
+    return bytes(header) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))

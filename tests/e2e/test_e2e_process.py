@@ -16,6 +16,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from tests.e2e.daemon import masked_text_frame, stalled_client
+
 pytestmark = pytest.mark.e2e
 
 
@@ -81,22 +83,20 @@ async def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     proc = _start(tmp_path, port)
     try:
         await _wait_ready(proc, port)
-        # A client that never answers the close holds the graceful stop for
-        # hypercorn's graceful timeout (5 s), so the second signal lands during it.
-        silent = socket.create_connection(("127.0.0.1", port))
-        silent.sendall(
-            f"GET /api/v1/ws/liquidations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        await trio.sleep(0.5)
+        # A client that stopped reading holds the graceful stop: its writer is
+        # stuck, so the goodbye waits out the drain timeout (5 s).
+        stalled = await trio.to_thread.run_sync(stalled_client, port)
+        frame = masked_text_frame(json.dumps({"op": "ping", "id": "x" * 50_000}).encode())
+        for _ in range(60):
+            await trio.to_thread.run_sync(stalled.sendall, frame)
+        await trio.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         # Signals of one kind arriving together are coalesced: let the first be read.
         await trio.sleep(0.5)
-        assert proc.poll() is None, "the graceful stop should still be waiting for the silent client"
+        assert proc.poll() is None, "the graceful stop should still be waiting for the stalled client"
         proc.send_signal(signal.SIGTERM)
         code = await trio.to_thread.run_sync(lambda: proc.wait(timeout=10))
-        silent.close()
+        stalled.close()
         assert code == 128 + signal.SIGTERM
     finally:
         if proc.poll() is None:

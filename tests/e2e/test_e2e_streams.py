@@ -12,7 +12,15 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from tests.e2e.daemon import e2e_config, receive_json, receive_until, running_daemon, websocket
+from tests.e2e.daemon import (
+    e2e_config,
+    masked_text_frame,
+    receive_json,
+    receive_until,
+    running_daemon,
+    stalled_client,
+    websocket,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -73,43 +81,15 @@ async def test_every_path_connects_with_a_snapshot_and_bad_parameters_are_refuse
             assert closed.value.reason.code == 1008
 
 
-def _stalled_client(port: int) -> socket.socket:
-    """A WebSocket client that floods requests and never reads a byte."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        f"GET /api/v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:  # the handshake is read; nothing after it ever is
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
-
-
-def _masked_text_frame(payload: bytes) -> bytes:
-    header = bytearray([0x81])
-    length = len(payload)
-    if length < 126:
-        header.append(0x80 | length)
-    else:
-        header.append(0x80 | 126)
-        header += length.to_bytes(2, "big")
-    mask = b"\x01\x02\x03\x04"
-    return bytes(header) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def test_a_client_that_stops_reading_is_cut_off_while_others_keep_their_cadence(tmp_path: Path) -> None:
     config = e2e_config(tmp_path, ws={"send_timeout_s": 2.0})
     async with running_daemon(config) as daemon:
         async with websocket(daemon, "/api/v1/ws/prices/btc-usdc-perp") as healthy:
             await receive_json(healthy)
-            stalled = await trio.to_thread.run_sync(_stalled_client, daemon.port)
+            stalled = await trio.to_thread.run_sync(stalled_client, daemon.port)
             # Large pongs (the id is echoed) fill the stalled client's TCP window fast.
             big_id = "x" * 50_000
-            frame = _masked_text_frame(json.dumps({"op": "ping", "id": big_id}).encode())
+            frame = masked_text_frame(json.dumps({"op": "ping", "id": big_id}).encode())
             for _ in range(60):
                 await trio.to_thread.run_sync(stalled.sendall, frame)
             started = trio.current_time()

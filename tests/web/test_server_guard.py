@@ -62,7 +62,7 @@ async def test_a_client_that_stops_reading_is_cut_within_send_timeout() -> None:
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(
             lambda task_status: serve(
-                _flood_app(ended), host="127.0.0.1", port=0, guard=guard, ping_interval=None,
+                _flood_app(ended), host="127.0.0.1", port=0, guard=guard,
                 max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
             )
         )
@@ -91,7 +91,7 @@ async def test_a_silent_peer_is_cut_after_idle_timeout() -> None:
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(
             lambda task_status: serve(
-                _flood_app([]), host="127.0.0.1", port=0, guard=guard, ping_interval=None,
+                _flood_app([]), host="127.0.0.1", port=0, guard=guard,
                 max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
             )
         )
@@ -117,7 +117,7 @@ async def test_shutdown_does_not_wait_for_idle_keep_alive_connections() -> None:
     async with trio.open_nursery() as nursery:
         bound = await nursery.start(
             lambda task_status: serve(
-                app, host="127.0.0.1", port=0, guard=guard, ping_interval=None,
+                app, host="127.0.0.1", port=0, guard=guard,
                 max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
             )
         )
@@ -127,3 +127,26 @@ async def test_shutdown_does_not_wait_for_idle_keep_alive_connections() -> None:
             shutdown.set()
     # hypercorn alone would hold the idle connection for its whole graceful timeout (5 s here)
     assert trio.current_time() - started < 1.0
+
+
+async def test_the_guard_pings_websockets_and_keeps_the_ones_that_answer() -> None:
+    guard = ConnectionGuard(send_timeout=5.0, idle_timeout=1.0, ping_interval=0.3)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(
+            lambda task_status: serve(
+                _flood_app([]), host="127.0.0.1", port=0, guard=guard,
+                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
+            )
+        )
+        port = bound[0][1]
+        # trio-websocket answers pings with pongs by itself.
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/echo") as answering:
+            silent = await trio.to_thread.run_sync(_raw_handshake, port, "/echo")
+            await trio.sleep(2.5)
+            assert guard.pings_sent >= 4
+            assert guard.cut_idle == 1, "the peer that never answers pings is cut"
+            await answering.send_message("still here")
+            assert await answering.get_message() == "still here"
+            silent.close()
+        shutdown.set()
