@@ -124,6 +124,7 @@ class WebSocketConfig:
     max_connections_per_client: int = 64
     max_subscriptions_per_connection: int = 32
     event_buffer: int = 256
+    compression: bool = False  # permessage-deflate: costs CPU and ~100 KB per connection
 
 
 @attrs.frozen

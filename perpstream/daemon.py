@@ -67,6 +67,7 @@ async def run_daemon(
                 config=config, registry=system.registry, clock=clock, metrics=metrics,
                 debug_token=os.environ.get(config.debug.token_env) or None,
                 guard_stats=lambda: {"cut_slow": guard.cut_slow, "cut_idle": guard.cut_idle},
+                stream_of=guard.stream_of,
             )
             install_health(context, feed_status=built.feed.status, indexer_status=built.indexer_status)
             app = create_app(context)
@@ -79,7 +80,7 @@ async def run_daemon(
             async def announce(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
                 await serve(
                     app, host=config.server.host, port=config.server.port, guard=guard,
-                    max_message_bytes=4 * config.ws.max_frame_bytes,
+                    max_message_bytes=4 * config.ws.max_frame_bytes, compression=config.ws.compression,
                     shutdown_trigger=stop_serving, task_status=task_status,
                 )
 

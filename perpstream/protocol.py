@@ -313,6 +313,11 @@ class Frame:
     snapshot: bool
     body: str
     ts: int
+    body_bytes: bytes = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Encoded once here; every subscriber's bytes share it.
+        object.__setattr__(self, "body_bytes", self.body.encode("utf-8"))
 
     def json(self) -> str:
         """The message as a JSON object without per-subscription fields (for REST)."""
@@ -323,6 +328,12 @@ class Frame:
         if conflated:
             return f'{{"seq":{seq},"conflated":{conflated},{self.body}'
         return f'{{"seq":{seq},{self.body}'
+
+    def render_bytes(self, seq: int, conflated: int = 0) -> bytes:
+        """:meth:`render`, UTF-8 encoded, without encoding the shared body again."""
+        if conflated:
+            return b'{"seq":%d,"conflated":%d,' % (seq, conflated) + self.body_bytes
+        return b'{"seq":%d,' % seq + self.body_bytes
 
 
 def encode(

@@ -53,6 +53,7 @@ from perpstream.web.client_messages import (
     parse_client_message,
 )
 from perpstream.web.context import AppContext
+from perpstream.web.stream import GuardedStream, text_frame
 
 __all__ = ["Connection", "WebSocketIO"]
 
@@ -63,11 +64,17 @@ _CONTROL_CAPACITY = 64
 
 @attrs.frozen
 class WebSocketIO:
-    """The three socket operations a connection needs (quart's websocket, or a test double)."""
+    """The socket operations a connection needs (quart's websocket, or a test double).
+
+    ``raw`` is the connection's guarded socket stream when the server has
+    one: data frames then go straight to it, framed here, instead of down
+    the ASGI stack one message at a time.
+    """
 
     send: Callable[[str], Awaitable[None]]
     receive: Callable[[], Awaitable[str | bytes]]
     close: Callable[[int, str], Awaitable[None]]
+    raw: GuardedStream | None = None
 
 
 @attrs.frozen
@@ -90,9 +97,9 @@ class _Stream:
         self.seq = 0
         self.resources = AsyncExitStack()
 
-    def render(self, frame: Frame, skipped: int = 0) -> str:
+    def render(self, frame: Frame, skipped: int = 0) -> bytes:
         self.seq += 1
-        return frame.render(self.seq, skipped)
+        return frame.render_bytes(self.seq, skipped)
 
 
 class Connection:
@@ -141,16 +148,27 @@ class Connection:
 
     # ------------------------------------------------------------ writing
 
-    async def _send(self, text: str) -> None:
-        await self.io.send(text)
+    async def _send(self, payload: bytes) -> None:
+        raw = self.io.raw
+        if raw is None:
+            await self.io.send(payload.decode("utf-8"))
+            return
+        data = text_frame(payload)
+        if not raw.try_write(data):
+            await raw.write(data)
 
-    def _system(self, message: Message) -> str:
+    async def _flush(self) -> None:
+        raw = self.io.raw
+        if raw is not None and raw.backlog:
+            await raw.flush()
+
+    def _system(self, message: Message) -> bytes:
         """A connection-level message: on a single-stream path it shares that stream's seq."""
         frame = encode(message, channel=Channel.SYSTEM, ts=self.context.clock.now_ms())
         if not self.multiplexed and self.streams:
             return next(iter(self.streams.values())).render(frame)
         self._system_seq += 1
-        return frame.render(self._system_seq)
+        return frame.render_bytes(self._system_seq)
 
     def reply(self, message: Message) -> None:
         """Queue a connection-level message for the writer."""
@@ -159,6 +177,7 @@ class Connection:
     async def _write_loop(self) -> None:
         metrics = self.context.metrics
         while True:
+            await self._flush()
             await self.sink.wait()
             for subscription in self.sink.pending():
                 if subscription is self._control:
@@ -212,6 +231,7 @@ class Connection:
     async def _close_now(self, code: int, goodbye: str | None) -> None:
         if goodbye is not None:
             await self._send(self._system(Goodbye(reason=goodbye)))
+        await self._flush()
         self.closed = True
         await self.io.close(code, goodbye or "")
 

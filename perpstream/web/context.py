@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 
@@ -15,6 +16,7 @@ from perpstream.services.session import acquire_session
 from perpstream.services.topics import SESSION_DIRECTORY, StreamTopics
 from perpstream.streams import StreamKey
 from perpstream.web.metrics import Metrics
+from perpstream.web.stream import GuardedStream
 
 __all__ = ["AppContext"]
 
@@ -33,6 +35,8 @@ class AppContext:
     readiness_checks: list[Callable[[], Awaitable[list[str]]]] = attrs.field(factory=list)
     debug_token: str | None = None
     guard_stats: Callable[[], dict[str, int]] = lambda: {}
+    # The guarded socket stream of a client (by ASGI scope "client"), if served by our server.
+    stream_of: Callable[[Any], GuardedStream | None] = lambda client: None
 
     @property
     def market_ids(self) -> list[str]:

@@ -26,8 +26,6 @@ handler and frees its buffers.
 from __future__ import annotations
 
 import logging
-import socket
-import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -35,6 +33,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol import ws_stream
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
@@ -42,67 +41,14 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-__all__ = ["ConnectionGuard", "GuardedStream", "serve"]
+from perpstream.web.stream import GuardedStream
+
+__all__ = ["ConnectionGuard", "serve"]
 
 log = logging.getLogger("perpstream.web.server")
 
 # A WebSocket ping frame from a server: FIN + opcode 0x9, unmasked, no payload.
 PING_FRAME = b"\x89\x00"
-
-
-class GuardedStream(trio.abc.HalfCloseableStream):
-    """A socket stream whose stuck sends and silent peers can be cut off from outside."""
-
-    __slots__ = ("_stream", "socket", "send_blocked_since", "last_receive", "cut_reason")
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self._stream = stream
-        self.socket = stream.socket  # hypercorn reads peer and local addresses from it
-        self.send_blocked_since: float | None = None
-        self.last_receive = trio.current_time()
-        self.cut_reason: str | None = None
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.send_blocked_since = trio.current_time()
-        try:
-            await self._stream.send_all(data)
-        except trio.ClosedResourceError:
-            if self.cut_reason is not None:
-                raise trio.BrokenResourceError(self.cut_reason) from None
-            raise
-        finally:
-            self.send_blocked_since = None
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._stream.receive_some(max_bytes)
-        self.last_receive = trio.current_time()
-        return data
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    def cut(self, reason: str, *, abort: bool = True) -> None:
-        """Close the connection now, waking any task blocked on it.
-
-        ``abort`` resets it (RST, nothing lingers in the kernel): right for a
-        peer that stopped reading. Without it the peer gets an orderly FIN.
-        """
-        if self.cut_reason is not None:
-            return
-        self.cut_reason = reason
-        if abort:
-            try:
-                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass  # already closed: nothing to abort
-        # Closing the trio socket notifies tasks blocked on it (ClosedResourceError).
-        self.socket.close()
 
 
 class ConnectionGuard:
@@ -115,6 +61,7 @@ class ConnectionGuard:
         self.idle_timeout = idle_timeout
         self.ping_interval = ping_interval
         self.streams: dict[GuardedStream, TCPServer | None] = {}
+        self.by_peer: dict[tuple[str, int], GuardedStream] = {}
         self.cut_slow = 0
         self.cut_idle = 0
         self.pings_sent = 0
@@ -122,10 +69,22 @@ class ConnectionGuard:
     def wrap(self, stream: trio.SocketStream) -> GuardedStream:
         guarded = GuardedStream(stream)
         self.streams[guarded] = None
+        try:
+            self.by_peer[_peer(stream)] = guarded
+        except OSError:
+            pass  # the peer is already gone
         return guarded
 
     def release(self, stream: GuardedStream) -> None:
         self.streams.pop(stream, None)
+        for peer, known in list(self.by_peer.items()):
+            if known is stream:
+                del self.by_peer[peer]
+                break
+
+    def stream_of(self, client: tuple[str, int] | None) -> GuardedStream | None:
+        """The stream of the connection whose peer is ``client`` (an ASGI scope's ``client``)."""
+        return None if client is None else self.by_peer.get((client[0], client[1]))
 
     def close_idle_keep_alives(self) -> int:
         """At shutdown: close HTTP connections waiting for their next request.
@@ -157,25 +116,22 @@ class ConnectionGuard:
                          now - stream.last_receive)
                 stream.cut("the peer stopped answering pings")
 
-    async def ping_websockets(self) -> None:
+    def ping_websockets(self) -> None:
         """Send a ping to every open WebSocket, between whole frames.
 
-        Taking the connection's send lock keeps the ping from landing inside
-        another frame; a connection whose lock is held is sending already
-        (and the send timeout watches it), so it is skipped this round.
+        The stream's fast lane keeps the ping between whole frames without
+        waiting; a connection busy sending (the send timeout watches it) is
+        skipped this round.
         """
         for stream, server in list(self.streams.items()):
             protocol = getattr(getattr(server, "protocol", None), "protocol", None)
             ws = getattr(protocol, "stream", None)
             if server is None or not isinstance(ws, WSStream) or ws.state is not ASGIWebsocketState.CONNECTED:
                 continue
-            if server.send_lock.locked() or stream.cut_reason is not None:
+            if stream.busy or stream.cut_reason is not None:
                 continue
-            async with server.send_lock:
-                try:
-                    await stream.send_all(PING_FRAME)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    continue
+            if not stream.try_write(PING_FRAME):
+                continue
             self.pings_sent += 1
 
     async def run(self) -> None:
@@ -188,7 +144,33 @@ class ConnectionGuard:
             self.sweep()
             if self.ping_interval is not None and trio.current_time() >= next_ping:
                 next_ping = trio.current_time() + self.ping_interval
-                await self.ping_websockets()
+                self.ping_websockets()
+
+
+def _peer(stream: trio.SocketStream) -> tuple[str, int]:
+    address = stream.socket.getpeername()
+    return (str(address[0]), int(address[1]))
+
+
+class _HandshakeWithoutExtensions(ws_stream.Handshake):
+    """A WebSocket handshake that declines every extension (permessage-deflate).
+
+    Compressing a fan-out costs one deflate per message per client, and each
+    compressing connection keeps its own zlib state (over 100 KB): for small
+    JSON frames to thousands of clients the saving in bytes is not worth it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.extensions = None
+
+
+def set_compression(enabled: bool) -> None:
+    """Whether WebSocket handshakes accept permessage-deflate (hypercorn always would)."""
+    ws_stream.Handshake = _ORIGINAL_HANDSHAKE if enabled else _HandshakeWithoutExtensions  # type: ignore[misc]
+
+
+_ORIGINAL_HANDSHAKE = ws_stream.Handshake
 
 
 async def serve(
@@ -198,6 +180,7 @@ async def serve(
     port: int,
     guard: ConnectionGuard,
     max_message_bytes: int,
+    compression: bool = False,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -208,6 +191,7 @@ async def serve(
     ``task_status.started`` receives the bound (host, port) pairs, so a
     caller that asked for port 0 learns the real one.
     """
+    set_compression(compression)
     config = HypercornConfig()
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")

@@ -15,11 +15,12 @@ from perpstream.web.context import AppContext
 __all__ = ["add_websocket_routes"]
 
 
-def _io() -> WebSocketIO:
+def _io(context: AppContext) -> WebSocketIO:
     async def close(code: int, reason: str) -> None:
         await websocket.close(code, reason)
 
-    return WebSocketIO(send=websocket.send, receive=websocket.receive, close=close)
+    raw = context.stream_of(websocket.scope.get("client"))
+    return WebSocketIO(send=websocket.send, receive=websocket.receive, close=close, raw=raw)
 
 
 async def _refuse(context: AppContext, code: str, message: str, close_code: int) -> None:
@@ -43,7 +44,7 @@ async def _serve(context: AppContext, endpoint: str, key: Callable[[], StreamKey
         except BadStreamParameter as exc:
             await _refuse(context, exc.code, exc.message, exc.close_code)
             return
-        connection = Connection(_io(), context, endpoint=endpoint, multiplexed=key is None)
+        connection = Connection(_io(context), context, endpoint=endpoint, multiplexed=key is None)
         await connection.serve(stream)
     finally:
         context.leave(client)

@@ -1,0 +1,148 @@
+"""GuardedStream: the one writer of a client's socket, and a fast lane into it.
+
+Every byte to a client goes through this stream: hypercorn's own writes
+(handshake, pings, closes) through :meth:`GuardedStream.send_all`, and the
+service's data frames through :meth:`try_write` / :meth:`write`. One lock
+and one backlog keep them in order, so frames never interleave.
+
+The fast lane exists because the usual path for one small frame (ASGI
+message → quart → hypercorn → wsproto → ``send_all`` with its checkpoints)
+costs far more than the frame. :meth:`try_write` frames nothing and awaits
+nothing: it hands already-framed bytes to the kernel with one non-blocking
+``write``. If the kernel takes only part, the rest waits in the backlog and
+is sent before anything else, by whichever writer comes next.
+
+Stuck sends and silent peers can be cut from outside (:meth:`cut`); see
+:mod:`perpstream.web.server`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import trio
+
+__all__ = ["GuardedStream", "text_frame"]
+
+_SHORT = struct.Struct("!BB")
+_MEDIUM = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked, final WebSocket text frame (RFC 6455 §5.2) around ``payload``."""
+    length = len(payload)
+    if length < 126:
+        return _SHORT.pack(0x81, length) + payload
+    if length < 65536:
+        return _MEDIUM.pack(0x81, 126, length) + payload
+    return _LONG.pack(0x81, 127, length) + payload
+
+
+class GuardedStream(trio.abc.HalfCloseableStream):
+    """A socket stream with a non-blocking fast lane, cuttable from outside."""
+
+    __slots__ = ("_stream", "socket", "send_blocked_since", "last_receive", "cut_reason", "_lock", "_backlog")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self.socket = stream.socket  # hypercorn reads peer and local addresses from it
+        self.send_blocked_since: float | None = None
+        self.last_receive = trio.current_time()
+        self.cut_reason: str | None = None
+        self._lock = trio.Lock()
+        self._backlog = b""
+
+    # ------------------------------------------------------------ writing
+
+    def try_write(self, data: bytes) -> bool:
+        """Give ``data`` to the kernel now, without waiting; False: use :meth:`write`.
+
+        True means the bytes are committed in order: sent, or partly sent with
+        the rest in the backlog (call :meth:`flush` before relying on them).
+        """
+        if self._backlog or self._lock.locked() or self.cut_reason is not None:
+            return False
+        try:
+            sent = os.write(self.socket.fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False  # the async path reports it properly
+        if sent < len(data):
+            self._backlog = data[sent:]
+        return True
+
+    @property
+    def busy(self) -> bool:
+        """A send is in progress (it may be stuck: the guard's send timeout watches it)."""
+        return self._lock.locked()
+
+    @property
+    def backlog(self) -> int:
+        """Bytes committed but not yet handed to the kernel."""
+        return len(self._backlog)
+
+    async def _send_locked(self, data: bytes | bytearray | memoryview) -> None:
+        self.send_blocked_since = trio.current_time()
+        try:
+            if self._backlog:
+                backlog, self._backlog = self._backlog, b""
+                await self._stream.send_all(backlog)
+            if data:
+                await self._stream.send_all(data)
+        except trio.ClosedResourceError:
+            if self.cut_reason is not None:
+                raise trio.BrokenResourceError(self.cut_reason) from None
+            raise
+        finally:
+            self.send_blocked_since = None
+
+    async def write(self, data: bytes) -> None:
+        """Send ``data`` after the backlog, waiting for the socket as long as it takes."""
+        async with self._lock:
+            await self._send_locked(data)
+
+    async def flush(self) -> None:
+        """Send the backlog."""
+        async with self._lock:
+            await self._send_locked(b"")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        async with self._lock:
+            await self._send_locked(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    # ------------------------------------------------------------ reading and closing
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._stream.receive_some(max_bytes)
+        self.last_receive = trio.current_time()
+        return data
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def cut(self, reason: str, *, abort: bool = True) -> None:
+        """Close the connection now, waking any task blocked on it.
+
+        ``abort`` resets it (RST, nothing lingers in the kernel): right for a
+        peer that stopped reading. Without it the peer gets an orderly FIN.
+        """
+        if self.cut_reason is not None:
+            return
+        self.cut_reason = reason
+        if abort:
+            try:
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass  # already closed: nothing to abort
+        # Closing the trio socket notifies tasks blocked on it (ClosedResourceError).
+        self.socket.close()
