@@ -18,6 +18,7 @@ import trio
 import actors
 from perpstream.clock import WallClock
 from perpstream.config import Config
+from perpstream.gc_policy import run_gc_policy
 from perpstream.protocol import CloseCode
 from perpstream.services.tree import build_tree
 from perpstream.sources import Sources, open_sources
@@ -77,15 +78,18 @@ async def run_daemon(
                 log.info("shutting down: closing client connections")
                 await _say_goodbye(context)
 
-            async def announce(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
-                await serve(
-                    app, host=config.server.host, port=config.server.port, guard=guard,
-                    max_message_bytes=4 * config.ws.max_frame_bytes, compression=config.ws.compression,
-                    shutdown_trigger=stop_serving, task_status=task_status,
-                )
-
             async with trio.open_nursery() as nursery:
+
+                async def announce(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                    await serve(
+                        app, host=config.server.host, port=config.server.port, guard=guard,
+                        max_message_bytes=4 * config.ws.max_frame_bytes, compression=config.ws.compression,
+                        shutdown_trigger=stop_serving, task_status=task_status,
+                    )
+                    nursery.cancel_scope.cancel()  # the GC policy ends with the server
+
                 bound = await nursery.start(announce)
+                nursery.start_soon(run_gc_policy)
                 _log_startup(config, bound, built.describe)
                 task_status.started(bound)
             log.info("web server stopped; stopping actors")
