@@ -23,6 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/fanout.py --quick
 	$(BIN)/python bench/topic_fanout.py
 	$(BIN)/python bench/liquidation_index.py
 	$(BIN)/python bench/indexer_catchup.py

@@ -279,6 +279,9 @@ def _validate(config: Config) -> list[str]:
         problems.append(f"chain.rpc_url: required when chain.source = \"rpc\" (or set ${config.chain.rpc_url_env})")
     if config.chain.source == "rpc" and not config.chain.contract_address:
         problems.append("chain.contract_address: required when chain.source = \"rpc\"")
+    if config.ws.send_timeout_s <= config.ws.ping_interval_s:
+        # A live client is silent for up to one ping interval between pongs.
+        problems.append("ws.send_timeout_s: must be longer than ws.ping_interval_s")
     for name in ("confirmations", "poll_interval_ms", "max_block_range"):
         if getattr(config.chain, name) < (0 if name == "confirmations" else 1):
             problems.append(f"chain.{name}: out of range")

@@ -61,7 +61,11 @@ async def run_daemon(
             metrics = Metrics()
             guard = ConnectionGuard(
                 send_timeout=config.ws.send_timeout_s,
-                idle_timeout=2 * config.ws.ping_interval_s,
+                # Silent for two ping intervals, or for the send timeout if that
+                # is shorter: a client that stopped reading at a low message
+                # rate never blocks a send (the kernel buffers absorb it), so
+                # silence is how the send timeout is kept for it.
+                idle_timeout=min(2 * config.ws.ping_interval_s, config.ws.send_timeout_s),
                 ping_interval=config.ws.ping_interval_s,
             )
             context = AppContext(

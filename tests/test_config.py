@@ -76,3 +76,8 @@ def test_maintenance_margin_must_leave_room_for_the_warning_level() -> None:
     data = {"markets": [{"id": "x-perp", "base": "X", "pyth_feed_id": "ab" * 32, "maintenance_margin_ratio": "0.9"}]}
     with pytest.raises(ConfigError, match="less than 1/1.2"):
         parse_config(data)
+
+
+def test_send_timeout_must_outlast_a_ping_interval() -> None:
+    with pytest.raises(ConfigError, match="ws.send_timeout_s: must be longer than ws.ping_interval_s"):
+        parse_config({"ws": {"send_timeout_s": 10.0, "ping_interval_s": 20.0}})

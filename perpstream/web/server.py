@@ -105,6 +105,8 @@ class ConnectionGuard:
         """One pass: cut every stream past its send timeout or idle timeout."""
         now = trio.current_time()
         for stream in list(self.streams):
+            if stream.cut_reason is not None:
+                continue  # already cut; its handler is on its way out
             blocked = stream.send_blocked_since
             if blocked is not None and now - blocked > self.send_timeout:
                 self.cut_slow += 1

@@ -82,7 +82,7 @@ async def test_every_path_connects_with_a_snapshot_and_bad_parameters_are_refuse
 
 
 async def test_a_client_that_stops_reading_is_cut_off_while_others_keep_their_cadence(tmp_path: Path) -> None:
-    config = e2e_config(tmp_path, ws={"send_timeout_s": 2.0})
+    config = e2e_config(tmp_path, ws={"send_timeout_s": 2.0, "ping_interval_s": 1.0})
     async with running_daemon(config) as daemon:
         async with websocket(daemon, "/api/v1/ws/prices/btc-usdc-perp") as healthy:
             await receive_json(healthy)

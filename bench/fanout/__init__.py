@@ -1,0 +1,8 @@
+"""The WebSocket fan-out benchmark harness behind ``bench/fanout.py``.
+
+``servers`` starts the servers under test (the daemon, the bare quart-trio
+baseline, the Node reference), ``loadgen`` drives the Node load-generator
+workers, ``sampling`` watches a process's RSS, CPU and open sockets through
+``/proc``, ``stats`` merges latency histograms, ``scenarios`` runs the
+phases and ``report`` prints the table and writes the JSON.
+"""
