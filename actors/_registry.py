@@ -85,6 +85,10 @@ class Registry:
             )
         return topic
 
+    def find_topic(self, name: str) -> Topic[Any] | None:
+        """The topic ``name`` if it exists (unlike :meth:`topic`, never creates one)."""
+        return self._topics.get(name)
+
     def discard_topic(self, name: str) -> bool:
         """Forget the topic ``name`` if nobody is subscribed; return whether it
         was removed. For topics tied to something that comes and goes (one per

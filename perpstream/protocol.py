@@ -53,6 +53,7 @@ class CloseCode:
     POLICY: Final = 1008
     INTERNAL_ERROR: Final = 1011
     SLOW_CONSUMER: Final = 1013
+    TRY_AGAIN_LATER: Final = 1013  # the same code, for a stream that cannot be served right now
     INVALID_PARAMETER: Final = 4400
     UNKNOWN_MARKET: Final = 4404
     TOO_MANY: Final = 4429

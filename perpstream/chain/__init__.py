@@ -6,6 +6,10 @@ JSON-RPC, the event indexer with its durable SQLite cursor and reorg
 handling, and demo activity (traders, liquidator, funding keeper).
 """
 
+import sys
+
+from eth import EVM_RECURSION_LIMIT
+
 from perpstream.chain.artifact import ContractArtifact, load_artifact
 from perpstream.chain.client import (
     BlockHeader,
@@ -60,6 +64,14 @@ from perpstream.chain.store import (
     StoreMismatchError,
     StoreSnapshot,
 )
+
+# py_ecc, which the EVM libraries above pull in, raises the interpreter's
+# recursion limit to 100,000 on import. The limit also bounds C-level
+# recursion such as json's scanner, and 100,000 nested brackets overflow the
+# main thread's stack: a single 64 KiB WebSocket frame of "[" killed the
+# daemon with SIGSEGV, and so could a Hermes event or a node's reply. py-evm
+# needs 12,288 (1,024 EVM call frames); keep that and no more.
+sys.setrecursionlimit(min(sys.getrecursionlimit(), EVM_RECURSION_LIMIT))
 
 __all__ = [
     "BlockHeader",

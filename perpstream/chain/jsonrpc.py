@@ -129,7 +129,7 @@ class JsonRpcChainClient:
             raise TransientChainError(f"{method}: {type(exc).__name__}: {exc}") from exc
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             body = None
         # Providers often send a JSON-RPC error with a 4xx/5xx status: the body says more.
         error = body.get("error") if isinstance(body, dict) else None

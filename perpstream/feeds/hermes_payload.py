@@ -66,7 +66,9 @@ def decode_hermes_payload(payload: str | bytes, known_feed_ids: Collection[str])
     """
     try:
         document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nested deeper than the interpreter allows; that is
+        # malformed input, not a reason for the feed to fail.
         raise HermesPayloadError(f"not JSON ({exc})") from None
     if not isinstance(document, dict):
         raise HermesPayloadError("expected a JSON object")

@@ -7,8 +7,9 @@ period, so a page reload does not tear it down and rebuild it. Every
 priced now, and publishes one ``positions_update``; events from the markets
 (chain events, liquidation warnings) go out on its events topic as they come.
 
-The :class:`SessionDirectory` actor owns the reference counts and grace
-timers, and serialises starts and stops, so a subscriber arriving just as a
+The :class:`SessionDirectory` actor owns the reference counts (rebuilt
+from the streams' subscriptions if it restarts) and grace timers, and
+serialises starts and stops, so a subscriber arriving just as a
 session's grace period ends can never be attached to a stopping session.
 It also brings back the sessions of accounts still being watched when they
 vanish from under it: if the sessions supervisor escalates (a crash storm
@@ -34,6 +35,7 @@ from actors import (
     ActorRef,
     ChildSpec,
     MailboxFull,
+    Registry,
     Reply,
     RequestTimeout,
     Restart,
@@ -187,11 +189,18 @@ class SessionDirectory(Actor):
 
     async def setup(self, ctx: ActorContext) -> None:
         self._ctx = ctx
-        # A restarted directory has lost its counts; sessions it no longer
-        # knows about are stopped rather than leaked.
+        # A restarted directory has lost its counts, but not the truth behind
+        # them: every connection watching an account holds one subscription to
+        # that account's positions stream. The counts are rebuilt from those;
+        # sessions nobody watches are stopped rather than leaked, and a watched
+        # account whose session is missing gets it back at the next reconcile.
+        self._users = _watched_accounts(ctx.registry)
+        self._generation = dict.fromkeys(self._users, 1)
+        watched = {session_name(address) for address in self._users}
         supervisor = self._supervisor()
         for name in supervisor.child_names():
-            await supervisor.stop_child(name)
+            if name not in watched:
+                await supervisor.stop_child(name)
         ctx.nursery.start_soon(self._tick_reconcile)
 
     async def _tick_reconcile(self) -> None:
@@ -274,6 +283,14 @@ class SessionDirectory(Actor):
     async def _expire(self, msg: _Expire) -> None:
         if self._users.get(msg.address) or self._generation.get(msg.address) != msg.generation:
             return  # someone came back during the grace period
+        assert self._ctx is not None
+        watchers = _subscribers(self._ctx.registry, msg.address)
+        if watchers:
+            # Still watched: counts rebuilt after a restart of this directory
+            # can come out low (a release queued before the restart is counted
+            # twice). Keep serving, with the count set right.
+            self._users[msg.address] = watchers
+            return
         self._generation.pop(msg.address, None)
         name = session_name(msg.address)
         try:
@@ -283,6 +300,24 @@ class SessionDirectory(Actor):
                 log.info("session %s stopped after its grace period", msg.address)
         except (ActorNotRunning, ActorNotFound):
             pass  # the sessions supervisor restarted meanwhile, without its sessions
+
+
+def _subscribers(registry: Registry, address: str) -> int:
+    """Connections subscribed to an account's positions stream (one subscription each)."""
+    topic = registry.find_topic(StreamKey(Channel.POSITIONS, address).topic)
+    return 0 if topic is None else topic.subscriber_count
+
+
+def _watched_accounts(registry: Registry) -> dict[str, int]:
+    """Every account whose positions stream has subscribers, with how many."""
+    prefix = f"{Channel.POSITIONS.value}/"
+    watched = {}
+    for topic in registry.topics():
+        address = topic.name.removeprefix(prefix)
+        # ``positions/{address}``, the snapshots; not ``positions/{address}/events``
+        if address != topic.name and "/" not in address and topic.subscriber_count:
+            watched[address] = topic.subscriber_count
+    return watched
 
 
 @asynccontextmanager

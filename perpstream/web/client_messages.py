@@ -69,20 +69,20 @@ def _request_id(data: dict[str, object]) -> RequestId:
 
 
 def parse_client_message(
-    frame: str | bytes,
+    frame: str | bytes | None,
     *,
     max_bytes: int,
     markets: Collection[str],
     multiplexed: bool,
 ) -> ClientMessage:
     """Parse one frame; raise :class:`ClientMessageError` on anything wrong."""
-    if isinstance(frame, bytes):
+    if not isinstance(frame, str):  # bytes, or None for an empty binary frame
         raise ClientMessageError("binary_frame", "binary frames are not supported; send JSON text", malformed=True)
     if len(frame) > max_bytes or len(frame.encode("utf-8")) > max_bytes:
         raise ClientMessageError("frame_too_large", f"frames are limited to {max_bytes} bytes", malformed=True)
     try:
         data = json.loads(frame)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, and integers past the digit limit
         raise ClientMessageError("malformed_json", "frame is not valid JSON", malformed=True) from None
     if not isinstance(data, dict):
         raise ClientMessageError("malformed_message", "expected a JSON object", malformed=True)

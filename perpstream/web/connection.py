@@ -286,6 +286,10 @@ class Connection:
             await resources.aclose()
             log.warning("cannot attach %s: %r", key.name, exc)
             self.reply(Error(code="unavailable", message=f"{key.name} is not available right now", id=request_id))
+            if not self.multiplexed:
+                # A single-stream connection without its stream is useless:
+                # tell the client to come back later rather than leave it empty.
+                self.close(CloseCode.TRY_AGAIN_LATER, "unavailable")
             return
         topics = self.context.topics(key)
         stream = _Stream(key, topics.snapshots.subscribe(self.sink), topics.events.subscribe(self.sink))

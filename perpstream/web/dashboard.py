@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from quart import Response, send_from_directory
+from quart import abort, Response, send_from_directory
 from quart_trio import QuartTrio
 
 __all__ = ["STATIC_DIR", "add_dashboard_routes"]
@@ -38,8 +38,19 @@ def add_dashboard_routes(app: QuartTrio) -> None:
     # Quart's own static route does conditional GETs and refuses paths that
     # leave the directory; point it at the dashboard's files.
     app.static_folder = STATIC_DIR
-    if "static" not in app.view_functions:
-        app.add_url_rule("/static/<path:filename>", "static", app.send_static_file)
+
+    async def static_file(filename: str) -> Response:
+        try:
+            return await app.send_static_file(filename)
+        except OSError:
+            # A name the filesystem cannot even look up (ENAMETOOLONG, …) is
+            # simply not one of the dashboard's files.
+            abort(404)
+
+    if "static" in app.view_functions:
+        app.view_functions["static"] = static_file
+    else:
+        app.add_url_rule("/static/<path:filename>", "static", static_file)
 
     @app.get("/")
     async def dashboard() -> Response:

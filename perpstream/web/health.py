@@ -51,6 +51,10 @@ def _actors_check(context: AppContext) -> Callable[[], Awaitable[list[str]]]:
     async def check() -> list[str]:
         reasons = []
         for node in walk_actors(context.registry.snapshot().get("root")):  # type: ignore[arg-type]
+            # One user's crashing session must not take every user's daemon out
+            # of a load balancer: sessions are left out of readiness.
+            if node["kind"] == "session":
+                continue
             if node["state"] in ("backing_off", "failed", "starting"):
                 failure = node.get("last_failure") or {}
                 why = f": {failure.get('type')}: {failure.get('message')}" if failure else ""

@@ -130,6 +130,10 @@ class ConnectionGuard:
             ws = getattr(protocol, "stream", None)
             if server is None or not isinstance(ws, WSStream) or ws.state is not ASGIWebsocketState.CONNECTED:
                 continue
+            # hypercorn marks the stream CONNECTED before it writes the 101
+            # response; a ping must never go out ahead of the handshake.
+            if not stream.upgraded:
+                continue
             if stream.busy or stream.cut_reason is not None:
                 continue
             if not stream.try_write(PING_FRAME):

@@ -44,7 +44,9 @@ def text_frame(payload: bytes) -> bytes:
 class GuardedStream(trio.abc.HalfCloseableStream):
     """A socket stream with a non-blocking fast lane, cuttable from outside."""
 
-    __slots__ = ("_stream", "socket", "send_blocked_since", "last_receive", "cut_reason", "_lock", "_backlog")
+    __slots__ = (
+        "_stream", "socket", "send_blocked_since", "last_receive", "cut_reason", "_lock", "_backlog", "upgraded",
+    )
 
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
@@ -54,6 +56,7 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         self.cut_reason: str | None = None
         self._lock = trio.Lock()
         self._backlog = b""
+        self.upgraded = False  # the WebSocket handshake's 101 response has been written
 
     # ------------------------------------------------------------ writing
 
@@ -93,6 +96,8 @@ class GuardedStream(trio.abc.HalfCloseableStream):
                 await self._stream.send_all(backlog)
             if data:
                 await self._stream.send_all(data)
+                if not self.upgraded and bytes(data[:12]) == b"HTTP/1.1 101":
+                    self.upgraded = True
         except trio.ClosedResourceError:
             if self.cut_reason is not None:
                 raise trio.BrokenResourceError(self.cut_reason) from None

@@ -53,16 +53,16 @@ async def _serve(context: AppContext, endpoint: str, key: Callable[[], StreamKey
 def add_websocket_routes(app: QuartTrio, context: AppContext) -> None:
     markets = context.market_ids
 
-    @app.websocket("/api/v1/ws/prices/<market_id>")
+    @app.websocket("/api/v1/ws/prices/<path:market_id>")
     async def ws_prices(market_id: str) -> None:
         await _serve(context, "prices", lambda: StreamKey.parse("prices", {"market_id": market_id}, markets))
 
-    @app.websocket("/api/v1/ws/market-stats/<market_id>")
+    @app.websocket("/api/v1/ws/market-stats/<path:market_id>")
     async def ws_market_stats(market_id: str) -> None:
         await _serve(context, "market-stats",
                      lambda: StreamKey.parse("market_stats", {"market_id": market_id}, markets))
 
-    @app.websocket("/api/v1/ws/positions/<user_address>")
+    @app.websocket("/api/v1/ws/positions/<path:user_address>")
     async def ws_positions(user_address: str) -> None:
         await _serve(context, "positions",
                      lambda: StreamKey.parse("positions", {"user_address": user_address}, markets))

@@ -1,0 +1,100 @@
+"""A JSON-RPC node in front of the dev chain, on a loopback port, that misbehaves on command.
+
+The answers come from ``tests.chain.rpc_node.DevChainNode`` (the real wire
+format over a real eth-tester chain); this adds the failures a hosted node
+shows: ``faults[n]`` is how the n-th request (counting from 1) fails, and
+``up``/``down`` start and stop the listener (down: connections are refused
+and every open one is cut).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import h11
+import trio
+
+from perpstream.chain import DevChain
+from tests.chain.rpc_node import DevChainNode
+
+from .loopback import free_port, read_request, respond
+
+Fault = Literal["http_503", "rpc_internal_error", "rate_limited", "not_json", "deep_json", "hang", "reset"]
+
+_RPC_INTERNAL = {"code": -32603, "message": "internal error"}
+_RATE_LIMITED = {"code": -32005, "message": "daily request count exceeded, request rate limited"}
+
+
+class FaultyRpcNode:
+    def __init__(self, chain: DevChain) -> None:
+        self._node = DevChainNode(chain)
+        self.port = free_port()
+        self.faults: dict[int, Fault] = {}
+        self.requests = 0
+        self.faults_served: list[Fault] = []
+        self.delay_s = 0.0
+        self._scope: trio.CancelScope | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    async def up(self, nursery: trio.Nursery) -> None:
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        scope = self._scope = trio.CancelScope()
+
+        async def serve() -> None:
+            with scope:
+                await trio.serve_listeners(self._connection, listeners)
+
+        nursery.start_soon(serve)
+
+    def down(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request = await read_request(stream, conn)
+                if request is None:
+                    return
+                self.requests += 1
+                fault = self.faults.get(self.requests)
+                if fault is not None:
+                    self.faults_served.append(fault)
+                if fault == "hang":
+                    await trio.sleep_forever()
+                if fault == "reset":
+                    return  # hang up without an answer
+                await trio.sleep(self.delay_s)
+                await self._answer(stream, conn, json.loads(request[1]), fault)
+                if conn.our_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+            return
+        finally:
+            await stream.aclose()
+
+    async def _answer(self, stream: trio.SocketStream, conn: h11.Connection, request: dict[str, object],
+                      fault: Fault | None) -> None:
+        if fault == "http_503":
+            await respond(stream, conn, 503, b"<html>503 Service Temporarily Unavailable</html>", "text/html")
+            return
+        if fault == "not_json":
+            await respond(stream, conn, 200, b"upstream connect error or disconnect/reset", "text/plain")
+            return
+        if fault == "deep_json":
+            await respond(stream, conn, 200, b"[" * 50_000 + b"]" * 50_000, "application/json")
+            return
+        reply = await self._node.handle(request)  # type: ignore[arg-type]
+        if fault == "rpc_internal_error":
+            reply = {"jsonrpc": "2.0", "id": request.get("id"), "error": _RPC_INTERNAL}
+        elif fault == "rate_limited":
+            reply = {"jsonrpc": "2.0", "id": request.get("id"), "error": _RATE_LIMITED}
+        status = 429 if fault == "rate_limited" else 200
+        await respond(stream, conn, status, json.dumps(reply).encode(), "application/json")

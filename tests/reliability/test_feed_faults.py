@@ -1,0 +1,155 @@
+"""The price feed fails in every way a Hermes server can, under a running daemon.
+
+Real sockets and real time: the daemon runs in this trio run with its
+Hermes client pointed at a loopback Hermes (``hermes_server``) that is
+first unreachable, then serves, stalls mid-stream, sends garbage with an
+old price inside, and comes back. Alice's long is safe at 65,000 and
+liquidatable at 64,000, so a warning or a ``liquidatable`` flag raised on
+the old price would show.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from perpstream.clock import WallClock
+from perpstream.config import parse_config
+from perpstream.services.store import MemoryPositionStore
+from perpstream.sources import Sources, build_feed
+from tests.integration.harness import ALICE, BTC, BTC_FEED, stored
+
+from .clients import RunningDaemon, daemon_with
+from .hermes_server import LATEST, LoopbackHermes
+
+pytestmark = pytest.mark.e2e
+
+STALE_AFTER_MS = 1500
+
+
+def config(tmp_path: Path, hermes: LoopbackHermes) -> Any:
+    return parse_config({
+        "server": {"data_dir": str(tmp_path)},
+        "feed": {"source": "hermes", "stale_after_ms": STALE_AFTER_MS, "hermes": {
+            "base_url": hermes.url, "connect_timeout_s": 1.0, "read_timeout_s": 1.0,
+            "backoff_initial_s": 0.1, "backoff_max_s": 0.4}},
+        "streams": {"prices_interval_ms": 250, "positions_interval_ms": 500, "liquidations_interval_ms": 500},
+        "markets": [{"id": BTC, "base": "BTC", "pyth_feed_id": BTC_FEED}],
+    })
+
+
+async def readiness(daemon: RunningDaemon) -> tuple[int, list[str]]:
+    response = await daemon.get("/readyz")
+    return response.status_code, response.json().get("reasons", [])
+
+
+async def wait_ready(daemon: RunningDaemon, expected: int, reason: str = "", *, timeout: float = 10) -> list[str]:
+    with trio.fail_after(timeout):
+        while True:
+            status, reasons = await readiness(daemon)
+            if status == expected and all(reason in r for r in reasons[:1]):
+                return reasons
+            await trio.sleep(0.1)
+
+
+async def feed_details(daemon: RunningDaemon) -> dict[str, Any]:
+    tree = (await daemon.get("/debug/actors")).json()
+    feed = next(c for c in tree["root"]["children"] if c["name"] == "feed")
+    return {"restarts": feed["restarts"], **feed["details"]}
+
+
+async def test_prices_go_stale_no_risk_is_raised_and_the_stream_recovers_by_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="perpstream.feeds.hermes")
+    hermes = LoopbackHermes(BTC_FEED, price=65000)
+    cfg = config(tmp_path, hermes)
+    store = MemoryPositionStore()
+    store.put(stored(1, ALICE, is_long=True, size="1", collateral="1000", entry="65000"))
+    async with trio.open_nursery() as servers:
+        sources = Sources(feed=build_feed(cfg, WallClock()), store=store)
+        async with daemon_with(cfg, sources) as daemon, trio.open_nursery() as clients:
+            prices = await daemon.listen(clients, f"/api/v1/ws/prices/{BTC}")
+            alice = await daemon.listen(clients, f"/api/v1/ws/positions/{ALICE}")
+            alerts = await daemon.listen(clients, "/api/v1/ws/liquidations")
+
+            # 1. Hermes refuses connections: no price, and readiness says so.
+            assert (await wait_ready(daemon, 503)) == [f"market {BTC} has no price yet"]
+            with trio.fail_after(10):
+                while (details := await feed_details(daemon))["reconnects"] < 3:
+                    await trio.sleep(0.1)
+            assert not details["connected"] and "ConnectError" in details["last_error"]
+
+            # 2. It comes up: the gap fill, then the stream; fresh prices, ready.
+            await hermes.up(servers)
+            first = await prices.next("price_update", lambda m: not m["stale"])
+            assert Decimal(first["price"]) == 65000
+            await wait_ready(daemon, 200)
+            reconnects_while_up = (await feed_details(daemon))["reconnects"]
+
+            # 3. It stalls mid-stream: the price goes stale and readiness says why.
+            hermes.set_mode("stall")
+            stale = await prices.next("price_update", lambda m: m["stale"])
+            assert stale["publish_time"] == hermes.last_publish_time and stale["age_ms"] > STALE_AFTER_MS
+            reasons = await wait_ready(daemon, 503, f"market {BTC} price is stale")
+            assert len(reasons) == 1
+            await trio.sleep(1.5)  # long enough for the feed to give up on the silent stream
+
+            # 4. It sends garbage, with a well-formed old price at a liquidatable level.
+            hermes.old_price, hermes.old_publish_time = 64000, hermes.last_publish_time + 1
+            garbage_at = trio.current_time()
+            hermes.set_mode("garbage")
+            old = await prices.next("price_update", lambda m: Decimal(m["price"]) == 64000)
+            assert old["stale"] and old["publish_time"] == hermes.old_publish_time
+            alert = await alerts.next(
+                "liquidation_alert", lambda m: m["candidates"] and Decimal(m["candidates"][0]["mark_price"]) == 64000)
+            [candidate] = alert["candidates"]
+            assert Decimal(candidate["health_factor"]) < 1  # it would be liquidatable...
+            assert candidate["liquidatable"] is False and alert["total_liquidatable"] == 0  # ...but the price is stale
+            await alice.next("positions_update")
+            details = await feed_details(daemon)
+            assert details["restarts"] == 0
+            assert details["reconnects"] > reconnects_while_up  # it gave up on the silent stream and came again
+
+            # 5. It comes back (a new server: old connections are gone): the gap
+            #    fill from /latest first, then the stream, fresh again and ready.
+            hermes.down()
+            hermes.set_mode("live")
+            hermes.price, hermes.gap_fill_price = 65010, 65005
+            back_at = trio.current_time()
+            await hermes.up(servers)
+            filled = await prices.next("price_update", lambda m: not m["stale"])
+            assert Decimal(filled["price"]) == 65005 and hermes.requested(LATEST, since=back_at) >= 1
+            streamed = await prices.next("price_update", lambda m: Decimal(m["price"]) == 65010)
+            assert not streamed["stale"] and streamed["publish_time"] >= filled["publish_time"]
+            await wait_ready(daemon, 200)
+
+            # 6. A fresh price at the same level is liquidatable, and it is said:
+            #    the silence before was the staleness rule, not a deaf market.
+            fresh_at = trio.current_time()
+            hermes.price = 64000
+            warning = await alice.next("liquidation_warning")
+            assert warning["severity"] == "liquidatable"
+            alert = await alerts.next("liquidation_alert", lambda m: m["total_liquidatable"] == 1)
+            assert alert["candidates"][0]["liquidatable"] is True
+
+            details = await feed_details(daemon)
+            clients.cancel_scope.cancel()
+        servers.cancel_scope.cancel()
+
+    assert details["restarts"] == 0 and details["connected"]
+    skipped = {r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping malformed Hermes")}
+    assert len(skipped) >= 6  # every kind of garbage was seen, and skipped
+    # Nothing risk-related went out before the fresh liquidatable price existed.
+    assert not [m for at, m in alice.frames if m["type"] == "liquidation_warning" and at < fresh_at]
+    before = [m for at, m in alerts.frames if m["type"] == "liquidation_alert" and at < fresh_at]
+    assert before and all(m["total_liquidatable"] == 0 for m in before)
+    assert any(at > garbage_at for at, m in alerts.frames if m["type"] == "liquidation_alert")
+    for listener in (prices, alice, alerts):
+        assert listener.close_code is None and "resync" not in listener.types()
+        assert [m["seq"] for _, m in listener.frames] == list(range(1, len(listener.frames) + 1))
