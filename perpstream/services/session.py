@@ -65,6 +65,9 @@ class UserSessionActor(Actor):
 
     kind = "session"
     mailbox_capacity = 1024
+    #: Gatherings of one round's views before giving the round up (see
+    #: :meth:`_publish_positions`).
+    GATHER_ATTEMPTS = 3
 
     def __init__(self, address: str, *, markets: Sequence[str], settings: SessionSettings, clock: WallClock) -> None:
         self.address = address
@@ -124,9 +127,26 @@ class UserSessionActor(Actor):
         return answer.views
 
     async def _publish_positions(self) -> None:
-        views: list[PositionView] = []
-        for market_id in self.markets:
-            views.extend(await self._positions_in(market_id))
+        """Publish the account's positions, never older than an event already relayed.
+
+        The markets answer one after another while this actor goes on relaying
+        their events, so a market can apply an event (a reorg's rollback, say)
+        and tell us right after it answered with the position as it was.
+        Publishing that view after the event would show the client the old
+        state again, so the round is gathered afresh; if events keep coming,
+        the round is skipped and the next one, an interval later, tries again.
+        """
+        for _ in range(self.GATHER_ATTEMPTS):
+            relayed = self.events
+            views: list[PositionView] = []
+            for market_id in self.markets:
+                views.extend(await self._positions_in(market_id))
+            if self.events == relayed:
+                self._publish_views(views)
+                return
+        log.info("session %s: events kept coming while gathering positions; skipping a round", self.address)
+
+    def _publish_views(self, views: list[PositionView]) -> None:
         total_collateral = sum((v.collateral for v in views), Decimal(0))
         total_pnl = sum((v.unrealized_pnl for v in views if v.unrealized_pnl is not None), Decimal(0))
         total_equity = sum((v.equity if v.equity is not None else v.collateral for v in views), Decimal(0))
