@@ -103,6 +103,7 @@ class ChainConfig:
     confirmations: int = 3
     poll_interval_ms: int = 1000
     max_block_range: int = 2000
+    rpc_timeout_s: float = 15.0  # per JSON-RPC request; a timed-out request is retried
     demo: DemoConfig = DemoConfig()
 
 
@@ -285,6 +286,8 @@ def _validate(config: Config) -> list[str]:
     for name in ("confirmations", "poll_interval_ms", "max_block_range"):
         if getattr(config.chain, name) < (0 if name == "confirmations" else 1):
             problems.append(f"chain.{name}: out of range")
+    if not config.chain.rpc_timeout_s > 0:
+        problems.append("chain.rpc_timeout_s: expected > 0")
     return problems
 
 

@@ -106,8 +106,8 @@ def _chain_children(
     if chain.source == "rpc":
         url = os.environ.get(chain.rpc_url_env) or chain.rpc_url
         return [ChildSpec(INDEXER, lambda: IndexerActor(
-            client=lambda: JsonRpcChainClient(url), address=lambda: chain.contract_address,
-            reset_on_mismatch=False, **indexer_settings))]  # type: ignore[arg-type]
+            client=lambda: JsonRpcChainClient(url, timeout_s=chain.rpc_timeout_s),
+            address=lambda: chain.contract_address, reset_on_mismatch=False, **indexer_settings))]  # type: ignore[arg-type]
     node = NodeHandle()
     risk = {
         m.id: MarketRisk(m.maintenance_margin_ratio, m.liquidation_fee_ratio, m.min_keeper_fee, m.max_keeper_fee)

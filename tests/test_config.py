@@ -47,6 +47,7 @@ def test_decimals_stay_exact() -> None:
         ("[[markets]]\nid = \"a\"\nbase = \"A\"\npyth_feed_id = \"" + "ab" * 32
          + "\"\nmaintenance_margin_ratio = \"lots\"\n", "markets[0].maintenance_margin_ratio: expected a decimal"),
         ("[chain]\nsource = \"rpc\"\n", "chain.contract_address: required"),
+        ("[chain]\nrpc_timeout_s = 0\n", "chain.rpc_timeout_s: expected > 0"),
         ("[server\n", "not valid TOML"),
     ],
 )

@@ -89,7 +89,7 @@ async def test_the_daemon_keeps_serving_while_its_node_is_away_and_catches_up(tm
     config = parse_config({
         "server": {"data_dir": str(tmp_path)},
         "chain": {"source": "rpc", "rpc_url": node.url, "contract_address": chain.address,
-                  "confirmations": 2, "poll_interval_ms": 100, "max_block_range": 4},
+                  "confirmations": 2, "poll_interval_ms": 100, "max_block_range": 4, "rpc_timeout_s": 0.5},
         "streams": {"prices_interval_ms": 250},
     })
     async with trio.open_nursery() as nursery:
@@ -108,6 +108,14 @@ async def test_the_daemon_keeps_serving_while_its_node_is_away_and_catches_up(tm
             with trio.fail_after(10):
                 while len(node.faults_served) < len(errors) or (await indexer_node(daemon))["details"]["last_error"] \
                         is None:
+                    await trio.sleep(0.05)
+            with trio.fail_after(10):
+                while (await daemon.get("/readyz")).status_code != 200:
+                    await trio.sleep(0.1)
+            # A request it never answers times out after chain.rpc_timeout_s, and is retried.
+            node.faults = {node.requests + 1: "hang"}
+            with trio.fail_after(5):  # the default timeout (15 s) would not do
+                while "timed out" not in str((await indexer_node(daemon))["details"]["last_error"]):
                     await trio.sleep(0.05)
             with trio.fail_after(10):
                 while (await daemon.get("/readyz")).status_code != 200:
