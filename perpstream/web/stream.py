@@ -18,6 +18,7 @@ Stuck sends and silent peers can be cut from outside (:meth:`cut`); see
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import struct
@@ -46,6 +47,7 @@ class GuardedStream(trio.abc.HalfCloseableStream):
 
     __slots__ = (
         "_stream", "socket", "send_blocked_since", "last_receive", "cut_reason", "_lock", "_backlog", "upgraded",
+        "ping_due",
     )
 
     def __init__(self, stream: trio.SocketStream) -> None:
@@ -57,6 +59,7 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         self._lock = trio.Lock()
         self._backlog = b""
         self.upgraded = False  # the WebSocket handshake's 101 response has been written
+        self.ping_due = math.inf  # when the guard pings it next (it sets this)
 
     # ------------------------------------------------------------ writing
 

@@ -7,6 +7,7 @@ hypercorn's shielded send, which a virtual clock cannot reproduce.
 from __future__ import annotations
 
 import socket
+from contextlib import AsyncExitStack
 
 import pytest
 import trio
@@ -149,4 +150,41 @@ async def test_the_guard_pings_websockets_and_keeps_the_ones_that_answer() -> No
             await answering.send_message("still here")
             assert await answering.get_message() == "still here"
             silent.close()
+        shutdown.set()
+
+
+class _CountingGuard(ConnectionGuard):
+    """Records how many pings each sweep sent."""
+
+    def __init__(self, **kwargs: float) -> None:
+        super().__init__(**kwargs)
+        self.rounds: list[int] = []
+
+    def ping_websockets(self) -> None:
+        before = self.pings_sent
+        super().ping_websockets()
+        self.rounds.append(self.pings_sent - before)
+
+
+async def test_pings_are_spread_over_the_interval_not_sent_in_one_burst() -> None:
+    # One ping interval is five sweeps; forty clients connecting at once.
+    clients, interval = 40, 1.0
+    guard = _CountingGuard(send_timeout=0.8, idle_timeout=None, ping_interval=interval)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(
+            lambda task_status: serve(
+                _flood_app([]), host="127.0.0.1", port=0, guard=guard,
+                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
+            )
+        )
+        url = f"ws://127.0.0.1:{bound[0][1]}/echo"
+        async with AsyncExitStack() as stack:
+            for _ in range(clients):
+                await stack.enter_async_context(open_websocket_url(url))
+            guard.rounds.clear()
+            await trio.sleep(3 * interval)
+            # Each client about once per interval, a fifth of them per sweep.
+            assert 2 * clients <= sum(guard.rounds) <= 4 * clients, guard.rounds
+            assert max(guard.rounds) <= clients // 2, guard.rounds
         shutdown.set()
