@@ -183,6 +183,9 @@ def test_the_menu_works_without_the_rest_api_and_ends_at_end_of_input() -> None:
 # ---------------------------------------------------------------- live
 
 
+POSITION_EVENT = r"position_\w+ +0x[0-9a-f]{6}…[0-9a-f]{4}  .*\[(pending|final)\] block \d+"
+
+
 @pytest.mark.e2e
 async def test_every_stream_prints_live_and_a_refused_one_exits_2(tmp_path: Path) -> None:
     async with running_daemon(stormy_config(tmp_path)) as daemon:
@@ -193,11 +196,17 @@ async def test_every_stream_prints_live_and_a_refused_one_exits_2(tmp_path: Path
                    StreamChoice("liquidations"), StreamChoice("market-stats", "eth-usdc-perp")]
         outputs = {choice.kind: io.StringIO() for choice in choices}
         errors = io.StringIO()
-        with trio.move_on_after(3):
-            async with trio.open_nursery() as nursery:
-                for choice in choices:
-                    nursery.start_soon(watch_stream, url, choice, Renderer(Style(colour=False)),
-                                       outputs[choice.kind], errors)
+        async with trio.open_nursery() as nursery:
+            for choice in choices:
+                nursery.start_soon(watch_stream, url, choice, Renderer(Style(colour=False)),
+                                   outputs[choice.kind], errors)
+            # Three seconds of every stream, and longer if this account's next
+            # trade (the demo traders pick accounts at random) has not come yet.
+            await trio.sleep(3)
+            with trio.fail_after(30):
+                while not re.search(POSITION_EVENT, outputs["positions"].getvalue()):
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
         refused = io.StringIO()
         status = await watch_stream(url, StreamChoice("prices", "doge-usdc-perp"), Renderer(Style(False)),
                                     io.StringIO(), refused)
@@ -209,7 +218,7 @@ async def test_every_stream_prints_live_and_a_refused_one_exits_2(tmp_path: Path
                           text["prices"], flags=re.MULTILINE)) >= 3, text["prices"]
     assert f"connected: positions {account}" in text["positions"]
     assert re.search(rf"  {account[:8]}…{account[-4:]}  \d+ open  equity -?[\d.]+", text["positions"])
-    assert re.search(r"position_\w+ +0x[0-9a-f]{6}…[0-9a-f]{4}  .*\[(pending|final)\] block \d+", text["positions"])
+    assert re.search(POSITION_EVENT, text["positions"])
     assert re.search(r"liquidation candidates: \d+ at risk, \d+ liquidatable", text["liquidations"])
     assert re.search(r"^TIME +PRICE +LONG OI +SHORT OI +OI USD", text["market-stats"], flags=re.MULTILINE)
     assert "seq jumped" not in "".join(text.values())
