@@ -66,6 +66,9 @@ class ConnectionGuard:
         self.send_timeout = send_timeout
         self.idle_timeout = idle_timeout
         self.ping_interval = ping_interval
+        #: How often the guard sweeps: a quarter of the shortest timeout, at most a second.
+        timeouts = [send_timeout] if idle_timeout is None else [send_timeout, idle_timeout]
+        self.period = min(1.0, *(timeout / 4 for timeout in timeouts))
         self.streams: dict[GuardedStream, TCPServer | None] = {}
         self.by_peer: dict[tuple[str, int], GuardedStream] = {}
         self.cut_slow = 0
@@ -115,17 +118,22 @@ class ConnectionGuard:
         return closed
 
     def sweep(self) -> None:
-        """One pass: cut every stream past its send timeout or idle timeout."""
+        """One pass: cut every stream that would pass its send or idle timeout before the next.
+
+        A stream is cut a sweep period early rather than up to one late: the
+        timeouts are deadlines a client can rely on (a client that stopped
+        reading is gone within ``send_timeout``), not thresholds.
+        """
         now = trio.current_time()
         for stream in list(self.streams):
             if stream.cut_reason is not None:
                 continue  # already cut; its handler is on its way out
             blocked = stream.send_blocked_since
-            if blocked is not None and now - blocked > self.send_timeout:
+            if blocked is not None and now - blocked > self.send_timeout - self.period:
                 self.cut_slow += 1
                 log.info("cutting a client that stopped reading (send blocked %.1f s)", now - blocked)
                 stream.cut("send timed out: the peer stopped reading")
-            elif self.idle_timeout is not None and now - stream.last_receive > self.idle_timeout:
+            elif self.idle_timeout is not None and now - stream.last_receive > self.idle_timeout - self.period:
                 self.cut_idle += 1
                 log.info("cutting a silent client (no bytes, not even a pong, for %.1f s)",
                          now - stream.last_receive)
@@ -159,11 +167,8 @@ class ConnectionGuard:
             self.pings_sent += 1
 
     async def run(self) -> None:
-        period = min(1.0, self.send_timeout / 4)
-        if self.idle_timeout is not None:
-            period = min(period, self.idle_timeout / 4)
         while True:
-            await trio.sleep(period)
+            await trio.sleep(self.period)
             self.sweep()
             if self.ping_interval is not None:
                 self.ping_websockets()

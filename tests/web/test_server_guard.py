@@ -80,7 +80,7 @@ async def test_a_client_that_stops_reading_is_cut_within_send_timeout() -> None:
                 assert trio.current_time() - started < 10, "stalled client was never cut"
         elapsed = trio.current_time() - started
         assert guard.cut_slow == 1
-        assert 1.0 <= elapsed < 5.0
+        assert 0.75 <= elapsed < 5.0  # blocked for the send timeout less one sweep period (0.25 s)
         assert not guard.streams or all(s.cut_reason is None for s in guard.streams)
         stalled.close()
         shutdown.set()
@@ -102,6 +102,24 @@ async def test_a_silent_peer_is_cut_after_idle_timeout() -> None:
                 await trio.sleep(0.05)
         sock.close()
         shutdown.set()
+
+
+async def test_a_timeout_is_a_deadline_not_a_threshold(autojump_clock: trio.abc.Clock) -> None:
+    # Sweeps once a second (a quarter of 4 s, at most 1 s): a silent peer is
+    # cut at the sweep before it would be over its timeout, not the one after.
+    guard = ConnectionGuard(send_timeout=30.0, idle_timeout=4.0)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        far = socket.create_connection(listener.getsockname())
+        near, _ = listener.accept()
+    guard.wrap(trio.SocketStream(trio.socket.from_stdlib_socket(near)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard.run)
+        await trio.sleep(2.9)
+        assert guard.cut_idle == 0
+        await trio.sleep(1.1)  # 4.0 s of silence: cut by now
+        assert guard.cut_idle == 1
+        nursery.cancel_scope.cancel()
+    far.close()
 
 
 async def test_shutdown_does_not_wait_for_idle_keep_alive_connections() -> None:
