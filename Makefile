@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/topic_fanout.py
 	$(BIN)/python bench/liquidation_index.py
 	$(BIN)/python bench/indexer_catchup.py
+	$(BIN)/python bench/conn_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
