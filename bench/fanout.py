@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stall-fraction", type=float, default=0.1, help="clients that stop reading in b")
     parser.add_argument("--cut-wait", type=float,
                         help="max seconds to wait for stalled clients to be cut (default: the daemon's "
-                             "max(send_timeout, 2 x ping_interval) + 10)")
+                             "send or idle timeout + 10)")
     parser.add_argument("--connect-limit", type=float, default=300.0,
                         help="max seconds to connect a phase's clients; a server still accepting then "
                              "is measured with those connected (also given up after 60 s without progress)")

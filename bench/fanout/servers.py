@@ -162,9 +162,11 @@ async def start_daemon(settings: DaemonSettings, *, scratch: Path, log: Path) ->
         log=log, cwd=scratch, env={"PYTHONPATH": str(ROOT)},
     )
     ws = data.get("ws", {})
+    send_timeout_s = float(ws.get("send_timeout_s", 30.0))
+    # As the daemon sets it: silent for two ping intervals, or the send timeout if shorter.
+    idle_timeout_s = min(2 * float(ws.get("ping_interval_s", 20.0)), send_timeout_s)
     server = Server(PERPSTREAM, process, port, log, [m["id"] for m in data["markets"]],
-                    send_timeout_s=float(ws.get("send_timeout_s", 30.0)),
-                    idle_timeout_s=2 * float(ws.get("ping_interval_s", 20.0)))
+                    send_timeout_s=send_timeout_s, idle_timeout_s=idle_timeout_s)
     await _wait_ready(server, timeout=120)
     return server
 
