@@ -105,18 +105,20 @@ async def test_a_silent_peer_is_cut_after_idle_timeout() -> None:
 
 
 async def test_a_timeout_is_a_deadline_not_a_threshold(autojump_clock: trio.abc.Clock) -> None:
-    # Sweeps once a second (a quarter of 4 s, at most 1 s): a silent peer is
-    # cut at the sweep before it would be over its timeout, not the one after.
+    # The guard sweeps once a second (a quarter of 4 s, at most 1 s), at 1, 2,
+    # 3, 4, 5 s; the peer connects at 0.5 s and never sends a byte. Its 4 s of
+    # silence end at 4.5 s: the sweep at 4 s cuts it, not the one at 5 s.
     guard = ConnectionGuard(send_timeout=30.0, idle_timeout=4.0)
     with socket.create_server(("127.0.0.1", 0)) as listener:
         far = socket.create_connection(listener.getsockname())
         near, _ = listener.accept()
-    guard.wrap(trio.SocketStream(trio.socket.from_stdlib_socket(near)))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(guard.run)
-        await trio.sleep(2.9)
+        await trio.sleep(0.5)
+        guard.wrap(trio.SocketStream(trio.socket.from_stdlib_socket(near)))
+        await trio.sleep(3.0)  # 3.5 s: silent for 3 s, not yet
         assert guard.cut_idle == 0
-        await trio.sleep(1.1)  # 4.0 s of silence: cut by now
+        await trio.sleep(1.0)  # 4.5 s: the deadline
         assert guard.cut_idle == 1
         nursery.cancel_scope.cancel()
     far.close()
