@@ -7,13 +7,15 @@ raise the same three kinds of error, so the indexer cannot tell them apart.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence, TypeAlias
 
 import attrs
 
 __all__ = [
     "BlockHeader",
     "RawLog",
+    "TopicFilter",
+    "encode_topic_filter",
     "ChainClient",
     "ChainError",
     "RangeTooLargeError",
@@ -41,6 +43,23 @@ class RawLog:
     block_hash: str  # 0x-hex, lower case
     tx_hash: str
     log_index: int
+
+
+#: eth_getLogs topics: per position, one topic, any of several, or any at all.
+TopicFilter: TypeAlias = Sequence[Sequence[bytes] | bytes | None]
+
+
+def encode_topic_filter(topics: TopicFilter) -> list[Any]:
+    """``topics`` as eth_getLogs takes them: 0x-hex strings, lists of them, nulls."""
+
+    def one(topic: Sequence[bytes] | bytes | None) -> Any:
+        if topic is None:
+            return None
+        if isinstance(topic, bytes):
+            return "0x" + topic.hex()
+        return ["0x" + t.hex() for t in topic]
+
+    return [one(t) for t in topics]
 
 
 class ChainError(Exception):
@@ -73,7 +92,7 @@ class ChainClient(Protocol):
         from_block: int,
         to_block: int,
         address: str,
-        topics: Sequence[Sequence[bytes] | bytes | None] | None = None,
+        topics: TopicFilter | None = None,
     ) -> list[RawLog]:
         """Logs of ``address`` in ``[from_block, to_block]``, in chain order."""
         ...

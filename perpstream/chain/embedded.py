@@ -33,7 +33,7 @@ from web3.contract.contract import Contract, ContractFunction
 from web3.exceptions import BlockNotFound, ContractLogicError
 
 from perpstream.chain.artifact import load_artifact
-from perpstream.chain.client import BlockHeader, RawLog
+from perpstream.chain.client import BlockHeader, RawLog, TopicFilter, encode_topic_filter
 from perpstream.chain.decoding import EventDecoder
 from perpstream.chain.events import ChainEvent, PositionOpened
 from perpstream.chain.units import bytes32_to_market_id, from_wad, market_id_to_bytes32, to_wad
@@ -176,14 +176,11 @@ class EmbeddedChainClient:
         from_block: int,
         to_block: int,
         address: str,
-        topics: Sequence[Sequence[bytes] | bytes | None] | None = None,
+        topics: TopicFilter | None = None,
     ) -> list[RawLog]:
         params: dict[str, Any] = {"fromBlock": from_block, "toBlock": to_block, "address": address}
         if topics is not None:
-            params["topics"] = [
-                None if t is None else _hex(t) if isinstance(t, bytes) else [_hex(x) for x in t]
-                for t in topics
-            ]
+            params["topics"] = encode_topic_filter(topics)
         entries = await self._run(lambda: self._w3.eth.get_logs(params))  # type: ignore[arg-type]
         return [raw_log_from_web3(e) for e in entries]
 

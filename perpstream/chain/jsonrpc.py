@@ -9,7 +9,7 @@ backoff) and fatal ones (the supervisor decides).
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from typing import Any
 
 import httpx
 from eth_utils import to_checksum_address
@@ -18,7 +18,9 @@ from perpstream.chain.client import (
     BlockHeader,
     FatalChainError,
     RawLog,
+    TopicFilter,
     TransientChainError,
+    encode_topic_filter,
 )
 from perpstream.chain.rpc_errors import classify_http_status, classify_rpc_error
 
@@ -27,17 +29,6 @@ __all__ = ["JsonRpcChainClient"]
 
 def _hex_to_bytes(value: str) -> bytes:
     return bytes.fromhex(value[2:] if value.startswith("0x") else value)
-
-
-def _encode_topics(topics: Sequence[Sequence[bytes] | bytes | None]) -> list[Any]:
-    def one(topic: Sequence[bytes] | bytes | None) -> Any:
-        if topic is None:
-            return None
-        if isinstance(topic, bytes):
-            return "0x" + topic.hex()
-        return ["0x" + t.hex() for t in topic]
-
-    return [one(t) for t in topics]
 
 
 def _parse_log(entry: dict[str, Any]) -> RawLog:
@@ -102,7 +93,7 @@ class JsonRpcChainClient:
         from_block: int,
         to_block: int,
         address: str,
-        topics: Sequence[Sequence[bytes] | bytes | None] | None = None,
+        topics: TopicFilter | None = None,
     ) -> list[RawLog]:
         params: dict[str, Any] = {
             "fromBlock": hex(from_block),
@@ -110,7 +101,7 @@ class JsonRpcChainClient:
             "address": address,
         }
         if topics is not None:
-            params["topics"] = _encode_topics(topics)
+            params["topics"] = encode_topic_filter(topics)
         entries = await self._call("eth_getLogs", [params])
         try:
             return [_parse_log(entry) for entry in entries]
