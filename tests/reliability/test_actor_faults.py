@@ -8,20 +8,20 @@ client, so every backoff and intensity window is exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 import trio
 from eth_utils import to_checksum_address
 
-from actors import RestartIntensityExceeded
+from actors import Registry, RestartIntensityExceeded
 from perpstream.config import Config
 from perpstream.services.topics import market_name, session_name
 from perpstream.services.tree import MARKETS_INTENSITY, RESTART_BACKOFF
 from perpstream.web.health import install_health
 from tests.integration.harness import ALICE, BOB, BTC, BTC_FEED, running_service, service_config, stored
 
-from .virtual import ETH, ETH_FEED, FailingStore, gaps, node, recorders
+from .virtual import ETH, ETH_FEED, FailingStore, Recorder, gaps, node, recorders
 
 BTC_MARKET = market_name(BTC)
 LOOPBACK = {"client": ("127.0.0.1", 50000)}  # debug routes answer loopback peers
@@ -48,6 +48,19 @@ async def wait_until(predicate: Callable[[], bool], *, step: float = 0.01, limit
     with trio.fail_after(limit):
         while not predicate():
             await trio.sleep(step)
+
+
+# Sixty watched accounts: more session crashes at once than the sessions
+# supervisor tolerates (50 in 10 s).
+CROWD = [to_checksum_address(f"0x{i:040x}") for i in range(1, 61)]
+
+
+async def crash_every_session(registry: Registry, clients: Sequence[Recorder]) -> None:
+    """Once every client of ``CROWD`` has its first update, crash each account's session."""
+    for client in clients:
+        await client.wait_for("positions_update")
+    for user in CROWD:
+        registry.fail_actor(session_name(user), "poisoned")
 
 
 async def test_a_market_in_a_crash_loop_escalates_and_the_rest_keeps_serving(autojump_clock: trio.abc.Clock) -> None:
@@ -186,20 +199,16 @@ async def test_a_crash_storm_across_sessions_escalates_and_every_watcher_gets_a_
     """More session crashes than the sessions supervisor tolerates (50 in 10 s):
     it escalates, the root restarts it without its dynamic children, and the
     session directory starts the session of every account still watched."""
-    users = [to_checksum_address(f"0x{i:040x}") for i in range(1, 61)]
     async with running_service(two_markets(), PATHS, store=risky_store()) as service:
         registry = service.system.registry
-        async with recorders(service.app, *(f"/api/v1/ws/positions/{u}" for u in users)) as clients:
-            for client in clients:
-                await client.wait_for("positions_update")
-            for user in users:
-                registry.fail_actor(session_name(user), "poisoned")
+        async with recorders(service.app, *(f"/api/v1/ws/positions/{u}" for u in CROWD)) as clients:
+            await crash_every_session(registry, clients)
             await wait_until(lambda: node(registry.snapshot(), "sessions")["restarts"] == 1)
             assert node(registry.snapshot(), "sessions")["last_failure"]["type"] == "RestartIntensityExceeded"
             for client in clients:
                 await client.wait_for("resync")
                 await client.wait_for("positions_update", count=len(client.of("positions_update")) + 2)
-        assert sorted(registry.lookup_supervisor("sessions").child_names()) == sorted(map(session_name, users))
+        assert sorted(registry.lookup_supervisor("sessions").child_names()) == sorted(map(session_name, CROWD))
         for client in clients:
             assert client.closed_with is None and client.types().count("resync") == 1
             assert client.seqs() == list(range(1, len(client.frames) + 1))
@@ -238,14 +247,10 @@ async def test_a_restarted_session_directory_keeps_serving_every_watched_account
 
 
 async def test_a_stream_that_cannot_be_attached_is_closed_not_left_empty(autojump_clock: trio.abc.Clock) -> None:
-    users = [to_checksum_address(f"0x{i:040x}") for i in range(1, 61)]
     async with running_service(two_markets(), PATHS, store=risky_store()) as service:
         registry = service.system.registry
-        async with recorders(service.app, *(f"/api/v1/ws/positions/{u}" for u in users)) as clients:
-            for client in clients:
-                await client.wait_for("positions_update")
-            for user in users:
-                registry.fail_actor(session_name(user), "poisoned")
+        async with recorders(service.app, *(f"/api/v1/ws/positions/{u}" for u in CROWD)) as clients:
+            await crash_every_session(registry, clients)
             await wait_until(lambda: node(registry.snapshot(), "sessions")["state"] == "backing_off", step=0.001)
             async with recorders(service.app, f"/api/v1/ws/positions/{ALICE}") as [late]:
                 error = await late.wait_for("error")
