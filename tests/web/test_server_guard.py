@@ -43,6 +43,18 @@ def _flood_app(ended: list[str]) -> QuartTrio:
     return app
 
 
+async def _serve_on_loopback(nursery: trio.Nursery, app: QuartTrio, guard: ConnectionGuard,
+                             shutdown: trio.Event) -> int:
+    """Start the guarded server on a free loopback port until ``shutdown``; its port."""
+    bound = await nursery.start(
+        lambda task_status: serve(
+            app, host="127.0.0.1", port=0, guard=guard,
+            max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
+        )
+    )
+    return int(bound[0][1])
+
+
 def _raw_handshake(port: int, path: str) -> socket.socket:
     """Open a WebSocket with a tiny receive buffer, then never read from it."""
     sock = socket.socket()
@@ -61,13 +73,7 @@ async def test_a_client_that_stops_reading_is_cut_within_send_timeout() -> None:
     guard = ConnectionGuard(send_timeout=1.0, idle_timeout=None)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(
-            lambda task_status: serve(
-                _flood_app(ended), host="127.0.0.1", port=0, guard=guard,
-                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
-            )
-        )
-        port = bound[0][1]
+        port = await _serve_on_loopback(nursery, _flood_app(ended), guard, shutdown)
         stalled = _raw_handshake(port, "/flood")
         started = trio.current_time()
         async with open_websocket_url(f"ws://127.0.0.1:{port}/echo") as healthy:
@@ -90,13 +96,8 @@ async def test_a_silent_peer_is_cut_after_idle_timeout() -> None:
     guard = ConnectionGuard(send_timeout=5.0, idle_timeout=0.5)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(
-            lambda task_status: serve(
-                _flood_app([]), host="127.0.0.1", port=0, guard=guard,
-                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
-            )
-        )
-        sock = socket.create_connection(("127.0.0.1", bound[0][1]))
+        port = await _serve_on_loopback(nursery, _flood_app([]), guard, shutdown)
+        sock = socket.create_connection(("127.0.0.1", port))
         with trio.fail_after(5):
             while guard.cut_idle == 0:
                 await trio.sleep(0.05)
@@ -136,14 +137,9 @@ async def test_shutdown_does_not_wait_for_idle_keep_alive_connections() -> None:
     guard = ConnectionGuard(send_timeout=5.0, idle_timeout=None)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(
-            lambda task_status: serve(
-                app, host="127.0.0.1", port=0, guard=guard,
-                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
-            )
-        )
+        port = await _serve_on_loopback(nursery, app, guard, shutdown)
         async with httpx.AsyncClient() as client:  # keeps its connection alive after the request
-            assert (await client.get(f"http://127.0.0.1:{bound[0][1]}/ping")).text == "pong"
+            assert (await client.get(f"http://127.0.0.1:{port}/ping")).text == "pong"
             started = trio.current_time()
             shutdown.set()
     # hypercorn alone would hold the idle connection for its whole graceful timeout (5 s here)
@@ -154,13 +150,7 @@ async def test_the_guard_pings_websockets_and_keeps_the_ones_that_answer() -> No
     guard = ConnectionGuard(send_timeout=5.0, idle_timeout=1.0, ping_interval=0.3)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(
-            lambda task_status: serve(
-                _flood_app([]), host="127.0.0.1", port=0, guard=guard,
-                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
-            )
-        )
-        port = bound[0][1]
+        port = await _serve_on_loopback(nursery, _flood_app([]), guard, shutdown)
         # trio-websocket answers pings with pongs by itself.
         async with open_websocket_url(f"ws://127.0.0.1:{port}/echo") as answering:
             silent = await trio.to_thread.run_sync(_raw_handshake, port, "/echo")
@@ -192,13 +182,8 @@ async def test_pings_are_spread_over_the_interval_not_sent_in_one_burst() -> Non
     guard = _CountingGuard(send_timeout=0.8, idle_timeout=None, ping_interval=interval)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(
-            lambda task_status: serve(
-                _flood_app([]), host="127.0.0.1", port=0, guard=guard,
-                max_message_bytes=1 << 20, shutdown_trigger=shutdown.wait, task_status=task_status,
-            )
-        )
-        url = f"ws://127.0.0.1:{bound[0][1]}/echo"
+        port = await _serve_on_loopback(nursery, _flood_app([]), guard, shutdown)
+        url = f"ws://127.0.0.1:{port}/echo"
         async with AsyncExitStack() as stack:
             for _ in range(clients):
                 await stack.enter_async_context(open_websocket_url(url))
