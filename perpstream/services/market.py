@@ -54,7 +54,6 @@ from perpstream.protocol import (
     LiquidationWarning,
     MarketStats,
     Resync,
-    encode,
 )
 from perpstream.protocol import PriceUpdate as PriceMessage
 from perpstream.services import user_events

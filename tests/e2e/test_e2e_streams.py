@@ -4,7 +4,6 @@ and real WebSocket clients (trio-websocket) on loopback sockets."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import httpx
