@@ -1,6 +1,5 @@
 """The command line: version, check-config, and a real `serve` process."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ import httpx
 import pytest
 
 from perpstream.cli import main
+from tests.e2e.daemon import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,14 +31,8 @@ def test_check_config_rejects_a_bad_file(tmp_path: Path, capsys: pytest.CaptureF
     assert "ws.send_timeout_s" in err and str(bad) in err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_answers_healthz_on_a_real_socket(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "perpstream", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

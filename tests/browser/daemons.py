@@ -8,7 +8,6 @@ and the chain with sources the test controls, through ``run_daemon``'s
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -26,16 +25,10 @@ from perpstream.sources import Sources
 from tests.browser.steered import SteeredPrices
 from tests.e2e.daemon import Daemon, e2e_config
 
-__all__ = ["free_port", "position", "serving", "steered_config", "steered_sources"]
+__all__ = ["position", "serving", "steered_config", "steered_sources"]
 
 FEED_INTERVAL_S = 0.25
 STOP_GRACE_S = 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def steered_config(data_dir: Path, port: int, *, stale_after_ms: int = 10_000) -> Config:

@@ -21,9 +21,9 @@ from eth_utils.address import to_checksum_address
 
 from perpstream.config import Config
 from tests.browser.browser import BrowserPage
-from tests.browser.daemons import free_port, position, serving, steered_config, steered_sources
+from tests.browser.daemons import position, serving, steered_config, steered_sources
 from tests.browser.steered import SteeredPrices
-from tests.e2e.daemon import e2e_config, running_daemon
+from tests.e2e.daemon import e2e_config, free_port, running_daemon
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -23,8 +22,7 @@ from trio_websocket import WebSocketConnection, connect_websocket_url
 from wsproto.utilities import LocalProtocolError
 
 from perpstream.config import Config
-from perpstream.daemon import run_daemon
-from tests.e2e.daemon import Daemon, e2e_config
+from tests.e2e.daemon import e2e_config
 
 # Prices that move ~11 % per tick: positions at 20-50x reach warning, critical
 # and liquidatable within seconds, so every event type shows up quickly.
@@ -73,25 +71,6 @@ async def demo_account(http: httpx.AsyncClient, timeout: float = 20) -> str:
             if positions:
                 return str(positions[0]["user_address"])
             await trio.sleep(0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@asynccontextmanager
-async def daemon_on_port(config: Config, port: int) -> AsyncIterator[Daemon]:
-    """The daemon on a chosen port, so a second one can take over the same address."""
-    config = attrs.evolve(config, server=attrs.evolve(config.server, host="127.0.0.1", port=port))
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(lambda task_status: run_daemon(config, shutdown=shutdown, task_status=task_status))
-        try:
-            yield Daemon("127.0.0.1", port)
-        finally:
-            shutdown.set()
 
 
 @attrs.define

@@ -22,8 +22,8 @@ import pytest
 import trio
 
 from perpstream.watch import Renderer, StreamChoice, Style, watch_stream
-from tests.clients.live import daemon_on_port, demo_account, free_port, start_program, stormy_config
-from tests.e2e.daemon import running_daemon
+from tests.clients.live import demo_account, start_program, stormy_config
+from tests.e2e.daemon import free_port, running_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +114,7 @@ async def test_clients_ride_out_a_daemon_restart(tmp_path: Path) -> None:
     url = f"ws://127.0.0.1:{port}"
     watch_out, watch_err = io.StringIO(), io.StringIO()
     async with trio.open_nursery() as nursery:
-        async with daemon_on_port(config, port) as daemon:
+        async with running_daemon(config, port=port) as daemon:
             async with httpx.AsyncClient(base_url=daemon.http) as http:
                 account = await demo_account(http)
             client = await start_program(nursery, [
@@ -138,7 +138,7 @@ async def test_clients_ride_out_a_daemon_restart(tmp_path: Path) -> None:
         # The first daemon said goodbye (1001); the clients back off and retry.
         await client.wait_for(r"goodbye: server_shutting_down", stderr=True)
         await client.wait_for(r"disconnected \(close 1001: server_shutting_down\); reconnecting in", stderr=True)
-        async with daemon_on_port(config, port):
+        async with running_daemon(config, port=port):
             await client.wait_for(r"\] connected \(connection 2\)$", count=4)
             await client.wait_for(r"^\[prices:btc-usdc-perp\] price .* \[fresh snapshot\]$", count=2)
             with trio.fail_after(10):

@@ -14,8 +14,8 @@ import trio
 
 from perpstream.feeds.backoff import Backoff
 from perpstream.watch import Renderer, StreamChoice, Style, choose_stream, colour_wanted, show, watch_stream
-from tests.clients.live import demo_account, free_port, start_program, stormy_config
-from tests.e2e.daemon import running_daemon
+from tests.clients.live import demo_account, start_program, stormy_config
+from tests.e2e.daemon import free_port, running_daemon
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ACCOUNT = "0x181c5657165BBeA7AD1B9bCFC3D74aB348575Cec"

@@ -19,6 +19,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 from perpstream.config import Config, parse_config
 from perpstream.daemon import run_daemon
+from perpstream.sources import Sources
 
 
 def e2e_config(data_dir: Path, **sections: Any) -> Config:
@@ -46,18 +47,26 @@ class Daemon:
         return f"ws://{self.host}:{self.port}{path}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on right now (connecting to it is refused)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 @asynccontextmanager
-async def running_daemon(config: Config) -> AsyncIterator[Daemon]:
-    config = attrs.evolve(config, server=attrs.evolve(config.server, port=_free_port()))
+async def running_daemon(
+    config: Config, *, sources: Sources | None = None, port: int | None = None
+) -> AsyncIterator[Daemon]:
+    """The daemon on loopback until the block ends: on ``port`` (a free one by default),
+    with ``sources`` instead of the configured ones if given."""
+    server = attrs.evolve(config.server, host="127.0.0.1", port=port or free_port())
+    config = attrs.evolve(config, server=server)
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(lambda task_status: run_daemon(config, shutdown=shutdown, task_status=task_status))
+        bound = await nursery.start(
+            lambda task_status: run_daemon(config, sources=sources, shutdown=shutdown, task_status=task_status)
+        )
         host, port = bound[0]
         try:
             yield Daemon(host, port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,15 +15,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests.e2e.daemon import masked_text_frame, stalled_client
+from tests.e2e.daemon import free_port, masked_text_frame, stalled_client
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
@@ -49,7 +42,7 @@ async def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_a_signal_says_goodbye_to_clients_and_exits_zero(tmp_path: Path, signum: int) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start(tmp_path, port, "--log-format", "json")
     try:
         await _wait_ready(proc, port)
@@ -79,7 +72,7 @@ async def test_a_signal_says_goodbye_to_clients_and_exits_zero(tmp_path: Path, s
 
 
 async def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start(tmp_path, port)
     try:
         await _wait_ready(proc, port)

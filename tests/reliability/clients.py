@@ -19,10 +19,8 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from perpstream.config import Config
-from perpstream.daemon import run_daemon
 from perpstream.sources import Sources
-
-from .loopback import free_port
+from tests.e2e.daemon import Daemon, running_daemon
 
 
 @attrs.define
@@ -74,17 +72,9 @@ class Listener:
             self._arrived.set()
 
 
-@attrs.frozen
-class RunningDaemon:
-    host: str
-    port: int
-
-    @property
-    def http(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def ws(self, path: str) -> str:
-        return f"ws://{self.host}:{self.port}{path}"
+@attrs.define
+class RunningDaemon(Daemon):
+    """The daemon, with the fault tests' ways of talking to it."""
 
     async def listen(self, nursery: trio.Nursery, path: str) -> Listener:
         listener = Listener(self.ws(path))
@@ -99,14 +89,5 @@ class RunningDaemon:
 @asynccontextmanager
 async def daemon_with(config: Config, sources: Sources | None = None) -> AsyncIterator[RunningDaemon]:
     """The daemon in this trio run (real sockets, real time) until the block ends."""
-    config = attrs.evolve(config, server=attrs.evolve(config.server, host="127.0.0.1", port=free_port()))
-    shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        bound = await nursery.start(
-            lambda task_status: run_daemon(config, sources=sources, shutdown=shutdown, task_status=task_status)
-        )
-        host, port = bound[0]
-        try:
-            yield RunningDaemon(host, port)
-        finally:
-            shutdown.set()
+    async with running_daemon(config, sources=sources) as daemon:
+        yield RunningDaemon(daemon.host, daemon.port)

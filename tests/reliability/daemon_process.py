@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import trio
 
-from .loopback import free_port
+from tests.e2e.daemon import free_port
 
 Settings = Mapping[str, Mapping[str, Any]]
 

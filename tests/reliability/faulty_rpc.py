@@ -17,8 +17,9 @@ import trio
 
 from perpstream.chain import DevChain
 from tests.chain.rpc_node import DevChainNode
+from tests.e2e.daemon import free_port
 
-from .loopback import free_port, read_request, respond
+from .loopback import read_request, respond
 
 Fault = Literal["http_503", "rpc_internal_error", "rate_limited", "not_json", "deep_json", "hang", "reset"]
 

@@ -26,9 +26,10 @@ from typing import Literal
 import h11
 import trio
 
+from tests.e2e.daemon import free_port
 from tests.feeds.hermes_shapes import entry, payload, sse
 
-from .loopback import free_port, read_request, respond
+from .loopback import read_request, respond
 
 Mode = Literal["live", "stall", "garbage"]
 STREAM = "/v2/updates/price/stream"

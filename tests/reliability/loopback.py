@@ -1,19 +1,11 @@
-"""Small real-socket helpers: free ports and a minimal HTTP/1.1 request reader."""
+"""A minimal HTTP/1.1 request reader and writer for the loopback fault servers."""
 
 from __future__ import annotations
 
-import socket
 from urllib.parse import urlsplit
 
 import h11
 import trio
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (connecting to it is refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> tuple[str, bytes] | None:
