@@ -14,8 +14,8 @@ The fix sits below the shield. Every accepted socket is wrapped in a
 :class:`GuardedStream` that records when a send started blocking and when
 bytes last arrived. One :class:`ConnectionGuard` task sweeps all streams
 (one timer for the whole server, not one per connection) and force-closes
-a stream whose send has been blocked longer than ``send_timeout`` or that
-has been silent for longer than ``idle_timeout``. The same task sends the
+a stream by the time its send has been blocked for ``send_timeout`` or it
+has been silent for ``idle_timeout``. The same task sends the
 WebSocket pings, every ``ping_interval``, to every open WebSocket; a live
 peer answers with a pong, which counts as bytes received. Each connection
 has a ping time of its own, spread over the interval: pinging 10,000
@@ -118,14 +118,15 @@ class ConnectionGuard:
         return closed
 
     def sweep(self) -> None:
-        """One pass: cut every stream that would pass its send or idle timeout before the next.
+        """One pass over every stream: cut the stuck and the silent, ping the due.
 
-        A stream is cut a sweep period early rather than up to one late: the
-        timeouts are deadlines a client can rely on (a client that stopped
-        reading is gone within ``send_timeout``), not thresholds.
+        A stream is cut at the sweep before it would pass its send or idle
+        timeout rather than up to one after: the timeouts are deadlines a
+        client can rely on (a client that stopped reading is gone within
+        ``send_timeout``), not thresholds.
         """
         now = trio.current_time()
-        for stream in list(self.streams):
+        for stream, server in list(self.streams.items()):
             if stream.cut_reason is not None:
                 continue  # already cut; its handler is on its way out
             blocked = stream.send_blocked_since
@@ -138,40 +139,32 @@ class ConnectionGuard:
                 log.info("cutting a silent client (no bytes, not even a pong, for %.1f s)",
                          now - stream.last_receive)
                 stream.cut("the peer stopped answering pings")
+            elif self.ping_interval is not None and stream.ping_due <= now:
+                self._ping(stream, server, now + self.ping_interval)
 
-    def ping_websockets(self) -> None:
-        """Ping every open WebSocket whose time has come, between whole frames.
+    def _ping(self, stream: GuardedStream, server: TCPServer | None, next_due: float) -> None:
+        """Ping an open WebSocket, between whole frames.
 
         The stream's fast lane keeps the ping between whole frames without
-        waiting; a connection busy sending (the send timeout watches it) is
-        tried again on the next sweep.
+        waiting; a connection busy sending (the send timeout watches it), or
+        not yet upgraded, is tried again on the next sweep.
         """
-        assert self.ping_interval is not None
-        now = trio.current_time()
-        for stream, server in list(self.streams.items()):
-            if stream.ping_due > now:
-                continue
-            protocol = getattr(getattr(server, "protocol", None), "protocol", None)
-            ws = getattr(protocol, "stream", None)
-            if server is None or not isinstance(ws, WSStream) or ws.state is not ASGIWebsocketState.CONNECTED:
-                continue
-            # hypercorn marks the stream CONNECTED before it writes the 101
-            # response; a ping must never go out ahead of the handshake.
-            if not stream.upgraded:
-                continue
-            if stream.busy or stream.cut_reason is not None:
-                continue
-            if not stream.try_write(PING_FRAME):
-                continue
-            stream.ping_due = now + self.ping_interval
+        protocol = getattr(getattr(server, "protocol", None), "protocol", None)
+        ws = getattr(protocol, "stream", None)
+        if server is None or not isinstance(ws, WSStream) or ws.state is not ASGIWebsocketState.CONNECTED:
+            return
+        # hypercorn marks the stream CONNECTED before it writes the 101
+        # response; a ping must never go out ahead of the handshake.
+        if not stream.upgraded or stream.busy:
+            return
+        if stream.try_write(PING_FRAME):
+            stream.ping_due = next_due
             self.pings_sent += 1
 
     async def run(self) -> None:
         while True:
             await trio.sleep(self.period)
             self.sweep()
-            if self.ping_interval is not None:
-                self.ping_websockets()
 
 
 def _peer(stream: trio.SocketStream) -> tuple[str, int]:

@@ -170,9 +170,9 @@ class _CountingGuard(ConnectionGuard):
         super().__init__(**kwargs)
         self.rounds: list[int] = []
 
-    def ping_websockets(self) -> None:
+    def sweep(self) -> None:
         before = self.pings_sent
-        super().ping_websockets()
+        super().sweep()
         self.rounds.append(self.pings_sent - before)
 
 
