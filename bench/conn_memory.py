@@ -43,10 +43,8 @@ HANDSHAKE = (
 
 async def hold_clients(port: int, clients: int) -> None:
     """Open ``clients`` price streams, say so on stdout, read until stdin closes."""
-    opened = 0
 
     async def client(index: int, task_status: trio.TaskStatus[None]) -> None:
-        nonlocal opened
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         path = f"/api/v1/ws/prices/{MARKETS[index % len(MARKETS)]}"
         await stream.send_all(HANDSHAKE.format(path=path, port=port).encode())
@@ -55,7 +53,6 @@ async def hold_clients(port: int, clients: int) -> None:
             answer += await stream.receive_some(4096)
         if not answer.startswith(b"HTTP/1.1 101"):
             raise SystemExit(f"handshake refused: {answer[:80]!r}")
-        opened += 1
         task_status.started()
         while await stream.receive_some(65536):
             pass
@@ -63,7 +60,7 @@ async def hold_clients(port: int, clients: int) -> None:
     async with trio.open_nursery() as nursery:
         for index in range(clients):
             await nursery.start(client, index)
-        print(f"open {opened}", flush=True)
+        print(f"open {clients}", flush=True)
         await trio.to_thread.run_sync(sys.stdin.read)  # until the parent closes our stdin
         nursery.cancel_scope.cancel()
 
@@ -80,16 +77,19 @@ class Growth:
     total: float
 
 
-def _package(filename: str) -> str:
+def _where(filename: str) -> tuple[str, str]:
+    """The package an allocating file belongs to, and its path within the tree."""
     if filename.startswith("<attrs generated"):  # e.g. "<attrs generated methods trio._core._run.Task>"
-        return filename.split()[-1].split(".")[0]
+        return filename.split()[-1].split(".")[0], filename
     parts = Path(filename).parts
     if "site-packages" in parts:
-        return parts[parts.index("site-packages") + 1].removesuffix(".py")
+        inside = parts[parts.index("site-packages") + 1:]
+        return inside[0].removesuffix(".py"), "/".join(inside)
     for top in ("perpstream", "actors"):
         if top in parts:
-            return "/".join(parts[parts.index(top):parts.index(top) + 2]).removesuffix(".py")
-    return "python stdlib" if "python3" in filename else filename
+            inside = parts[parts.index(top):]
+            return "/".join(inside[:2]).removesuffix(".py"), "/".join(inside)
+    return ("python stdlib" if "python3" in filename else filename), Path(filename).name
 
 
 def growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, connections: int, top: int) -> Growth:
@@ -97,28 +97,19 @@ def growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, connection
     before, after = before.filter_traces([own]), after.filter_traces([own])
     stats = after.compare_to(before, "lineno")
     by_site = [
-        (f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}", s.size_diff / connections,
+        (f"{_where(s.traceback[0].filename)[1]}:{s.traceback[0].lineno}", s.size_diff / connections,
          s.count_diff / connections)
         for s in stats[:top]
     ]
     total = sum(s.size_diff for s in stats)
     packages: Counter[str] = Counter()
     for s in stats:
-        packages[_package(s.traceback[0].filename)] += s.size_diff
+        packages[_where(s.traceback[0].filename)[0]] += s.size_diff
     return Growth(
         by_site=by_site,
         by_package=[(name, size / connections) for name, size in packages.most_common() if size >= 0.01 * total],
         total=total / connections,
     )
-
-
-def _short(filename: str) -> str:
-    parts = Path(filename).parts
-    for anchor in ("site-packages", "perpstream", "actors"):
-        if anchor in parts:
-            start = parts.index(anchor) + (1 if anchor == "site-packages" else 0)
-            return "/".join(parts[start:])
-    return Path(filename).name
 
 
 def rss_kib() -> int:
