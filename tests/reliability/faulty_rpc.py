@@ -17,9 +17,8 @@ import trio
 
 from perpstream.chain import DevChain
 from tests.chain.rpc_node import DevChainNode
-from tests.e2e.daemon import free_port
 
-from .loopback import read_request, respond
+from .loopback import LoopbackServer, read_request, respond
 
 Fault = Literal["http_503", "rpc_internal_error", "rate_limited", "not_json", "deep_json", "hang", "reset"]
 
@@ -27,36 +26,20 @@ _RPC_INTERNAL = {"code": -32603, "message": "internal error"}
 _RATE_LIMITED = {"code": -32005, "message": "daily request count exceeded, request rate limited"}
 
 
-class FaultyRpcNode:
+class FaultyRpcNode(LoopbackServer):
     def __init__(self, chain: DevChain) -> None:
+        super().__init__()
         self._node = DevChainNode(chain)
-        self.port = free_port()
         self.faults: dict[int, Fault] = {}
         self.requests = 0
         self.faults_served: list[Fault] = []
         self.delay_s = 0.0
-        self._scope: trio.CancelScope | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    async def up(self, nursery: trio.Nursery) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-        scope = self._scope = trio.CancelScope()
-
-        async def serve() -> None:
-            with scope:
-                await trio.serve_listeners(self._connection, listeners)
-
-        nursery.start_soon(serve)
-
-    def down(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
-            self._scope = None
-
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def serve_connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         try:
             while True:

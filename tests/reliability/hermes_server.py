@@ -26,10 +26,9 @@ from typing import Literal
 import h11
 import trio
 
-from tests.e2e.daemon import free_port
 from tests.feeds.hermes_shapes import entry, payload, sse
 
-from .loopback import read_request, respond
+from .loopback import LoopbackServer, read_request, respond
 
 Mode = Literal["live", "stall", "garbage"]
 STREAM = "/v2/updates/price/stream"
@@ -53,10 +52,10 @@ def garbage_events(feed_id: str) -> list[bytes]:
     ]
 
 
-class LoopbackHermes:
+class LoopbackHermes(LoopbackServer):
     def __init__(self, feed_id: str, *, price: int) -> None:
+        super().__init__()
         self.feed_id = feed_id
-        self.port = free_port()
         self.mode: Mode = "live"
         self.price = price
         self.gap_fill_price: int | None = None
@@ -66,7 +65,6 @@ class LoopbackHermes:
         self.last_publish_time = 0
         self._newest: tuple[int, int] | None = None  # (price, publish_time) last sent
         self._changed = trio.Event()
-        self._scope: trio.CancelScope | None = None
 
     @property
     def url(self) -> str:
@@ -80,22 +78,6 @@ class LoopbackHermes:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def up(self, nursery: trio.Nursery) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-        scope = self._scope = trio.CancelScope()
-
-        async def serve() -> None:
-            with scope:
-                await trio.serve_listeners(self._handle, listeners)
-
-        nursery.start_soon(serve)
-
-    def down(self) -> None:
-        """Stop listening and cut every open connection."""
-        if self._scope is not None:
-            self._scope.cancel()
-            self._scope = None
-
     def _entry_bytes(self, price: int, publish_time: int) -> bytes:
         if publish_time >= self.last_publish_time:
             self.last_publish_time = publish_time
@@ -108,7 +90,7 @@ class LoopbackHermes:
             return self._entry_bytes(price, int(time.time()))
         return self._entry_bytes(*self._newest)
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def serve_connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         try:
             request = await read_request(stream, conn)

@@ -1,4 +1,5 @@
-"""A minimal HTTP/1.1 request reader and writer for the loopback fault servers."""
+"""The loopback fault servers' common ground: a server that can go down and
+come back on the same port, and a minimal HTTP/1.1 request reader and writer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,39 @@ from urllib.parse import urlsplit
 
 import h11
 import trio
+
+from tests.e2e.daemon import free_port
+
+
+class LoopbackServer:
+    """A server on a fixed loopback port that a test takes down and brings back.
+
+    Subclasses serve each connection in :meth:`serve_connection`.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._scope: trio.CancelScope | None = None
+
+    async def serve_connection(self, stream: trio.SocketStream) -> None:
+        raise NotImplementedError
+
+    async def up(self, nursery: trio.Nursery) -> None:
+        """Listen (again) on the port, in ``nursery``."""
+        listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
+        scope = self._scope = trio.CancelScope()
+
+        async def serve() -> None:
+            with scope:
+                await trio.serve_listeners(self.serve_connection, listeners)
+
+        nursery.start_soon(serve)
+
+    def down(self) -> None:
+        """Stop listening and cut every open connection."""
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
 
 
 async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> tuple[str, bytes] | None:
