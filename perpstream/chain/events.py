@@ -119,6 +119,10 @@ class StoredPosition:
     entry_price: Decimal
     entry_funding_index: Decimal
     opened_block: int
+    #: The newest event that produced this state, and whether it is final yet
+    #: (``confirmations`` blocks deep): what ``positions_update`` reports.
+    last_event: EventMeta | None = None
+    finality: Finality = "pending"
 
     @property
     def side(self) -> Side:
@@ -160,9 +164,19 @@ class IndexedEvent:
     Consumers apply ``pending`` and ``reverted`` deliveries as "set the record
     to this state" and treat ``final`` as a confirmation only. Deliveries are
     at least once: after a crash the undelivered tail is delivered again, in
-    the same order, which set-semantics make harmless.
+    the same order, with the same ``seq``; a consumer that rebuilt from a
+    snapshot skips those with ``seq <= snapshot.delivered_through``.
     """
 
     event: ChainEvent
     finality: Finality
     restored: StoredRecord | None = None
+    #: The record (position or market funding) as it was just before this
+    #: event, on every delivery (pending, final and reverted alike), so a
+    #: consumer can describe an event whose position is already gone.
+    before: StoredRecord | None = None
+    #: The delivery's place in the store's outbox: strictly increasing over
+    #: the life of the data file. A snapshot says which deliveries it
+    #: reflects (:attr:`StoreSnapshot.delivered_through`); consumers apply
+    #: exactly the deliveries after that, whatever their block heights.
+    seq: int = 0

@@ -160,6 +160,9 @@ class StoreSnapshot:
     cursor: Cursor | None
     positions: list[StoredPosition]
     funding: list[StoredFunding]
+    #: The outbox seq of the newest delivery this state already reflects
+    #: (0: none); see :attr:`IndexedEvent.seq`.
+    delivered_through: int = 0
 
 
 def _connect(path: Path) -> sqlite3.Connection:
