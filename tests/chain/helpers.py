@@ -70,7 +70,8 @@ async def poll_until_caught_up(indexer: Indexer, *, max_polls: int = 200) -> int
 def as_chain_view(position: StoredPosition) -> OnChainPosition:
     """The fields of a stored position the contract's view also has."""
     fields = attrs.asdict(position, recurse=False)
-    del fields["opened_block"]
+    for indexer_only in ("opened_block", "last_event", "finality"):
+        del fields[indexer_only]
     return OnChainPosition(**fields)
 
 
