@@ -94,6 +94,9 @@ class PriceUpdate(Message):
     age_ms: int
     stale: bool
     source: str
+    #: 0x-hex blobs to pass to the exchange with a liquidation (the on-chain
+    #: oracle's ``updatePriceFeeds``); empty when the source has none.
+    update_data: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -61,6 +61,18 @@ class PriceUpdate:
     price: PythPrice
     ema_price: PythPrice
     source: str  # "pyth-hermes" | "simulated"
+    #: The oracle slot the price is from (Hermes ``metadata.slot``): several
+    #: updates share one whole-second ``publish_time``, the slot orders them.
+    slot: int | None = None
+    #: The signed update a transaction submits to the on-chain oracle
+    #: (``updatePriceFeeds``) so the contract uses this very price: Hermes's
+    #: ``binary.data``, or the embedded demo publisher's signature.
+    update_data: tuple[bytes, ...] = ()
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Oracle time, newest last: ``(publish_time, slot)``."""
+        return (self.price.publish_time, self.slot if self.slot is not None else -1)
 
     @property
     def publish_time(self) -> int:
