@@ -14,7 +14,7 @@ from perpstream.domain.prices import PriceUpdate
 from perpstream.feeds import HermesConfig, HermesFeed, PriceFeed
 
 from .fake_hermes import DROP, HANG, STALL, FakeHermes, Refuse
-from .hermes_shapes import BTC, ETH, SOL, entry, payload, sse
+from .hermes_shapes import BTC, ETH, KEEP_ALIVE, SOL, entry, error_event, payload, sse
 
 STREAM = "/v2/updates/price/stream"
 LATEST = "/v2/updates/price/latest"
@@ -29,6 +29,7 @@ def config(**overrides: Any) -> HermesConfig:
         "backoff_max": 4.0,
         "backoff_jitter": 0.0,
         "read_timeout": 1000.0,  # HANG means "quiet until the test ends" unless a test says otherwise
+        "price_timeout": 1000.0,
     }
     settings.update(overrides)
     return HermesConfig(**settings)
@@ -59,7 +60,11 @@ def times(hermes: FakeHermes, path: str) -> list[float]:
 
 async def test_gap_fill_comes_first_then_the_stream(autojump_clock: trio.abc.Clock) -> None:
     hermes = FakeHermes(
-        streams=[[0.4, sse(payload(entry(BTC, 101, 1001))), 0.4, sse(payload(entry(ETH, 201, 1001))), HANG]],
+        streams=[[
+            0.4, sse(payload(entry(BTC, 101, 1001), entry(ETH, 200, 1000))),  # ETH unchanged: a repeat
+            0.4, sse(payload(entry(BTC, 101, 1001), entry(ETH, 201, 1001))),  # BTC unchanged
+            HANG,
+        ]],  # fmt: skip
         latest=[payload(entry(BTC, 100, 1000), entry(ETH, 200, 1000))],
     )
     feed = make_feed(hermes)
@@ -84,11 +89,14 @@ async def test_gap_fill_comes_first_then_the_stream(autojump_clock: trio.abc.Clo
     (stream,) = hermes.seen(STREAM)
     assert stream.params == [
         ("ids[]", BTC), ("ids[]", ETH), ("parsed", "true"), ("encoding", "hex"),
-        ("allow_unordered", "false"), ("benchmarks_only", "false"),
+        ("ignore_invalid_price_ids", "true"), ("allow_unordered", "false"), ("benchmarks_only", "false"),
     ]  # fmt: skip
     assert stream.headers["accept"] == "text/event-stream"
     (latest,) = hermes.seen(LATEST)
-    assert latest.params == [("ids[]", BTC), ("ids[]", ETH), ("parsed", "true"), ("encoding", "hex")]
+    assert latest.params == [
+        ("ids[]", BTC), ("ids[]", ETH), ("parsed", "true"), ("encoding", "hex"), ("ignore_invalid_price_ids", "true"),
+    ]  # fmt: skip
+    assert status.missing_feeds == ()
 
 
 async def test_duplicates_and_older_updates_are_dropped(autojump_clock: trio.abc.Clock) -> None:
@@ -152,23 +160,51 @@ async def test_a_healthy_stream_that_ends_is_followed_promptly(autojump_clock: t
     assert seen(updates) == [(BTC, 1001, 101), (BTC, 1002, 102)]
 
 
-async def test_error_event_is_logged_and_the_gap_is_filled(
+async def test_error_events_are_logged_and_the_stream_goes_on(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Hermes keeps sending after a Lagged or per-slot error: reconnecting would
+    # only cost two requests of the rate budget and a gap.
     caplog.set_level(logging.INFO, logger="perpstream.feeds.hermes")
     hermes = FakeHermes(
         streams=[
-            [sse(payload(entry(BTC, 101, 1001))), sse("Error receiving update: Lagged(12)", event="error")],
-            [sse(payload(entry(BTC, 103, 1003))), HANG],
+            [
+                sse(payload(entry(BTC, 101, 1001))),
+                error_event("Error receiving update: Lagged(12)"),
+                0.4,
+                error_event("Error receiving update: Failed to get price feeds at slot 1"),
+                0.4,
+                sse(payload(entry(BTC, 103, 1003))),
+                HANG,
+            ],
         ],
-        latest=[payload(), payload(entry(BTC, 102, 1002))],
     )
-    feed = make_feed(hermes)
+    feed = make_feed(hermes, feed_ids=(BTC,))
     updates = await run_for(feed, 30)
-    assert seen(updates) == [(BTC, 1001, 101), (BTC, 1002, 102), (BTC, 1003, 103)]
+    assert seen(updates) == [(BTC, 1001, 101), (BTC, 1003, 103)]
+    assert times(hermes, STREAM) == [0]
+    errors = [r for r in caplog.records if "Lagged(12)" in r.getMessage()]
+    assert [r.levelno for r in errors] == [logging.WARNING]
+    assert "Failed to get price feeds" in (feed.status().last_error or "")
+    assert feed.status().connected
+
+
+async def test_the_24_hour_close_is_routine(autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="perpstream.feeds.hermes")
+    hermes = FakeHermes(
+        streams=[
+            [sse(payload(entry(BTC, 101, 1001))), error_event("Connection timeout reached (24h)")],
+            [sse(payload(entry(BTC, 102, 1002))), HANG],
+        ],
+        latest=[payload(entry(BTC, 100, 1000)), payload(entry(BTC, 101, 1001))],
+    )
+    feed = make_feed(hermes, feed_ids=(BTC,))
+    updates = await run_for(feed, 30)
+    assert seen(updates) == [(BTC, 1000, 100), (BTC, 1001, 101), (BTC, 1002, 102)]
     assert times(hermes, STREAM) == [0, 1]
-    assert "Lagged(12)" in caplog.text
-    assert "Lagged(12)" in (feed.status().last_error or "")
+    feed_logs = [r for r in caplog.records if r.name == "perpstream.feeds.hermes"]
+    assert feed_logs and all(r.levelno == logging.INFO for r in feed_logs)
+    assert any("24 h" in r.getMessage() for r in feed_logs)
 
 
 async def test_malformed_events_are_skipped_without_dropping_the_stream(
