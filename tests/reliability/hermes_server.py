@@ -19,7 +19,7 @@ Modelled on Hermes's own source (``apps/hermes/server/src/api/rest/v2/sse.rs``,
 
 ``up``/``down`` start and stop listening on a fixed port (while down,
 connecting is refused and every open connection is cut). ``mode`` says what
-the upstream does: ``live`` (prices every slot, the first event a second
+the upstream does: ``live`` (prices every slot, the first event half a second
 after a connection opens, so the gap fill from ``/latest`` comes first),
 ``stall`` (no events: only keep-alives), ``garbage`` (malformed events of
 every kind with one well-formed old price, then keep-alives). ``replay``
@@ -248,7 +248,7 @@ class LoopbackHermes(LoopbackServer):
         self._errors.append(outbox)
         opened = last_event = trio.current_time()
         sent_garbage = False
-        next_slot = opened + (1.0 if not self.replay else self.slot_seconds)
+        next_slot = opened + (0.5 if not self.replay else self.slot_seconds)
 
         async def send(data: bytes) -> None:
             nonlocal last_event

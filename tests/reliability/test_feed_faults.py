@@ -32,12 +32,12 @@ pytestmark = pytest.mark.e2e
 STALE_AFTER_MS = 1500
 
 
-def config(tmp_path: Path, hermes: LoopbackHermes) -> Any:
+def config(tmp_path: Path, hermes: LoopbackHermes, **hermes_keys: Any) -> Any:
     return parse_config({
         "server": {"data_dir": str(tmp_path)},
         "feed": {"source": "hermes", "stale_after_ms": STALE_AFTER_MS, "hermes": {
             "base_url": hermes.url, "connect_timeout_s": 1.0, "read_timeout_s": 1.0,
-            "backoff_initial_s": 0.1, "backoff_max_s": 0.4}},
+            "backoff_initial_s": 0.1, "backoff_max_s": 0.4, **hermes_keys}},
         "streams": {"prices_interval_ms": 250, "positions_interval_ms": 500, "liquidations_interval_ms": 500},
         "markets": [{"id": BTC, "base": "BTC", "pyth_feed_id": BTC_FEED}],
     })
@@ -68,7 +68,7 @@ async def test_prices_go_stale_no_risk_is_raised_and_the_stream_recovers_by_itse
 ) -> None:
     caplog.set_level(logging.WARNING, logger="perpstream.feeds.hermes")
     hermes = LoopbackHermes(BTC_FEED, price=65000)
-    cfg = config(tmp_path, hermes)
+    cfg = config(tmp_path, hermes, requests_per_minute=6000.0, request_burst=50)  # budgets: see below
     store = MemoryPositionStore()
     store.put(stored(1, ALICE, is_long=True, size="1", collateral="1000", entry="65000"))
     async with trio.open_nursery() as servers:
