@@ -20,8 +20,11 @@ import trio
 
 from perpstream.clock import WallClock
 from perpstream.config import parse_config
+from perpstream.domain.prices import PriceUpdate
+from perpstream.feeds import HermesConfig, HermesFeed
 from perpstream.services.store import MemoryPositionStore
 from perpstream.sources import Sources, build_feed
+from tests.feeds.replay import derived_replay, distinct_prices
 from tests.integration.harness import ALICE, BTC, BTC_FEED, stored
 
 from .clients import RunningDaemon, daemon_with
@@ -153,3 +156,76 @@ async def test_prices_go_stale_no_risk_is_raised_and_the_stream_recovers_by_itse
     for listener in (prices, alice, alerts):
         assert listener.close_code is None and "resync" not in listener.types()
         assert [m["seq"] for _, m in listener.frames] == list(range(1, len(listener.frames) + 1))
+
+
+ETH_MARKET, ETH_FEED = "eth-usdc-perp", "ff61491a931112ddf1bd8147cd1b641375f79f5825126d665480874634fd0ace"
+SOL_MARKET, SOL_FEED = "sol-usdc-perp", "ef0d8b6fda2ceba41da15d4095d1da392a0d2f8ed0c6c7bc0f4cfac8c280b56d"
+
+
+async def test_one_unknown_feed_and_one_delisted_mid_stream_cost_only_their_own_markets(tmp_path: Path) -> None:
+    # ETH is unknown to this Hermes from the start; SOL is delisted while the
+    # stream is open and the connection then drops. BTC must keep its prices.
+    hermes = LoopbackHermes(BTC_FEED, price=65000, others={SOL_FEED: 150})
+    cfg = parse_config({
+        "server": {"data_dir": str(tmp_path)},
+        "feed": {"source": "hermes", "stale_after_ms": 3000, "hermes": {
+            "base_url": hermes.url, "connect_timeout_s": 1.0, "read_timeout_s": 2.0,
+            "backoff_initial_s": 0.1, "backoff_max_s": 0.4}},
+        "markets": [{"id": BTC, "base": "BTC", "pyth_feed_id": BTC_FEED},
+                    {"id": ETH_MARKET, "base": "ETH", "pyth_feed_id": ETH_FEED},
+                    {"id": SOL_MARKET, "base": "SOL", "pyth_feed_id": SOL_FEED}],
+    })  # fmt: skip
+    async with trio.open_nursery() as servers:
+        await hermes.up(servers)
+        sources = Sources(feed=build_feed(cfg, WallClock()), store=MemoryPositionStore())
+        async with daemon_with(cfg, sources) as daemon, trio.open_nursery() as clients:
+            btc = await daemon.listen(clients, f"/api/v1/ws/prices/{BTC}")
+            sol = await daemon.listen(clients, f"/api/v1/ws/prices/{SOL_MARKET}")
+            await btc.next("price_update", lambda m: not m["stale"])
+            await sol.next("price_update", lambda m: not m["stale"])
+            assert (await feed_details(daemon))["missing_feeds"] == [ETH_FEED]
+
+            hermes.delist(SOL_FEED)
+            with trio.fail_after(5):
+                while (await feed_details(daemon))["missing_feeds"] != [ETH_FEED, SOL_FEED]:
+                    await trio.sleep(0.05)
+            hermes.down()  # the reconnect asks for SOL (and ETH) again: no 404 for all
+            dropped_at = trio.current_time()
+            await hermes.up(servers)
+            back = await btc.next("price_update", lambda m: not m["stale"] and m["publish_time"] > 0)
+            assert back and trio.current_time() - dropped_at < 5
+            details = await feed_details(daemon)
+            clients.cancel_scope.cancel()
+        servers.cancel_scope.cancel()
+    assert details["connected"] and details["missing_feeds"] == [ETH_FEED, SOL_FEED]
+    assert hermes.refused == []  # ignore_invalid_price_ids: Hermes never refused the request
+
+
+async def test_a_replay_of_real_payloads_reaches_the_markets_whole() -> None:
+    # Real published BTC+ETH payload stretched to 150 slots (tests/feeds/replay.py):
+    # every distinct price is delivered, in slot order, though slots share seconds.
+    replay = derived_replay(150)
+    hermes = LoopbackHermes(BTC_FEED, price=0, replay=replay, slot_seconds=0.02)
+    feed = HermesFeed(HermesConfig(feed_ids=(BTC_FEED, ETH_FEED), base_url=hermes.url, price_timeout=30.0))
+    expected = distinct_prices(replay)
+    delivered: list[PriceUpdate] = []
+    done = trio.Event()
+
+    async def on_update(update: PriceUpdate) -> None:
+        delivered.append(update)
+        if hermes.replayed == len(replay) and len(delivered) >= len(expected):
+            done.set()
+
+    async with trio.open_nursery() as nursery:
+        await hermes.up(nursery)
+        nursery.start_soon(feed.run, on_update)
+        with trio.fail_after(30):
+            await done.wait()
+        nursery.cancel_scope.cancel()
+    got = {(u.feed_id, str(u.price.price), str(u.ema_price.price), u.publish_time) for u in delivered}
+    assert got == expected and len(delivered) == len(expected)
+    for feed_id in (BTC_FEED, ETH_FEED):
+        orders = [u.order for u in delivered if u.feed_id == feed_id]
+        assert orders == sorted(orders) and len(set(orders)) == len(orders)
+    assert all(u.update_data and u.update_data[0][:4] == b"PNAU" for u in delivered)
+    assert hermes.requested("/v2/updates/price/stream") == 1
