@@ -412,6 +412,8 @@ class HermesFeed:
         """Pass on the batch's new prices; ``complete``: it should hold every requested feed."""
         for error in batch.malformed:
             logger.warning("skipping malformed Hermes entry: %s", error)
+        if batch.binary_error is not None:
+            logger.warning("Hermes prices without signed update data: %s", batch.binary_error)
         for feed_id in batch.unknown_feed_ids:
             if feed_id not in self._unknown_seen:
                 self._unknown_seen.add(feed_id)

@@ -16,9 +16,9 @@ the exact range of a JSON double); ``expo`` and ``publish_time`` are numbers;
 update (hex or base64, as ``binary.encoding`` says) covering every feed of
 the payload, so each update carries all of it as its ``update_data``: that
 is what a liquidator submits on chain to prove the very price it acted on.
-One bad entry must not cost the others, so entry-level problems (and an
-unreadable ``binary``) are reported next to the good updates; only a payload
-that is not this shape at all raises.
+One bad entry must not cost the others, so entry-level problems are
+reported next to the good updates, and an unreadable ``binary`` costs only
+the update data; only a payload that is not this shape at all raises.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class HermesBatch:
     updates: tuple[PriceUpdate, ...]
     unknown_feed_ids: tuple[str, ...]  # well-formed entries for feeds nobody asked for
     malformed: tuple[HermesPayloadError, ...]  # entries that could not be decoded
+    binary_error: HermesPayloadError | None = None  # why the updates carry no update_data
 
 
 def decode_hermes_payload(payload: str | bytes, known_feed_ids: Collection[str]) -> HermesBatch:
@@ -86,11 +87,11 @@ def decode_hermes_payload(payload: str | bytes, known_feed_ids: Collection[str])
     updates: list[PriceUpdate] = []
     unknown: list[str] = []
     malformed: list[HermesPayloadError] = []
+    binary_error: HermesPayloadError | None = None
     try:
         update_data = _decode_binary(document.get("binary"))
     except HermesPayloadError as exc:
-        malformed.append(exc)
-        update_data = ()
+        binary_error, update_data = exc, ()
     for index, entry in enumerate(entries):
         try:
             update = _decode_entry(entry, update_data)
@@ -101,7 +102,7 @@ def decode_hermes_payload(payload: str | bytes, known_feed_ids: Collection[str])
             updates.append(update)
         else:
             unknown.append(update.feed_id)
-    return HermesBatch(tuple(updates), tuple(unknown), tuple(malformed))
+    return HermesBatch(tuple(updates), tuple(unknown), tuple(malformed), binary_error)
 
 
 def _decode_binary(binary: Any) -> tuple[bytes, ...]:
