@@ -281,7 +281,10 @@ class LoopbackHermes(LoopbackServer):
                         await send(sse(self._document(ids)))
                 if trio.current_time() - last_event >= self.keep_alive_s:
                     await send(KEEP_ALIVE)
-                with trio.move_on_at(min(next_slot, last_event + self.keep_alive_s)):
+                wake = min(next_slot, last_event + self.keep_alive_s)
+                if self.max_connection_s is not None:
+                    wake = min(wake, opened + self.max_connection_s)
+                with trio.move_on_at(wake):
                     await self._changed.wait()
         finally:
             self._errors.remove(outbox)
