@@ -6,6 +6,12 @@ first unreachable, then serves, stalls mid-stream, sends garbage with an
 old price inside, and comes back. Alice's long is safe at 65,000 and
 liquidatable at 64,000, so a warning or a ``liquidatable`` flag raised on
 the old price would show.
+
+The rest holds the look-alike to the real server's wire format, and the
+feed (alone, or under the daemon) to what the real server does: unknown and
+delisted feeds, error events that do not end the stream, the 24 h close,
+streams of keep-alives only, Pyth's rate limit, and a replay of real
+published payloads.
 """
 
 from __future__ import annotations
@@ -385,3 +391,36 @@ async def test_reconnects_stay_inside_the_servers_rate_limit(budgeted: bool) -> 
         first = refusals[0]
         later = [at for at, _ in hermes.requests if first < at < first + 1.4]
         assert later == [] or all(at - first < 0.01 for at in later)  # ...and then waits rate_limited_wait
+
+
+async def test_the_replay_through_the_daemon_every_price_reaches_a_market_and_the_newest_is_published(
+    tmp_path: Path,
+) -> None:
+    replay = derived_replay(150)
+    expected = distinct_prices(replay)
+    final_btc = next(item for item in json.loads(replay[-1])["parsed"] if item["id"] == BTC_FEED)["price"]
+    hermes = LoopbackHermes(BTC_FEED, price=0, replay=replay, slot_seconds=0.02)
+    cfg = parse_config({
+        "server": {"data_dir": str(tmp_path)},
+        "feed": {"source": "hermes", "stale_after_ms": 30_000, "hermes": {"base_url": hermes.url}},
+        "streams": {"prices_interval_ms": 100},
+        "markets": [{"id": BTC, "base": "BTC", "pyth_feed_id": BTC_FEED},
+                    {"id": ETH_MARKET, "base": "ETH", "pyth_feed_id": ETH_FEED}],
+    })  # fmt: skip
+    async with trio.open_nursery() as servers:
+        await hermes.up(servers)
+        sources = Sources(feed=build_feed(cfg, WallClock()), store=MemoryPositionStore())
+        async with daemon_with(cfg, sources) as daemon, trio.open_nursery() as clients:
+            prices = await daemon.listen(clients, f"/api/v1/ws/prices/{BTC}")
+            newest = await prices.next(
+                "price_update", lambda m: Decimal(m["price"]) == Decimal(f"{final_btc['price']}E{final_btc['expo']}"),
+                timeout=20)
+            with trio.fail_after(5):
+                while (details := await feed_details(daemon))["delivered"] < len(expected):
+                    await trio.sleep(0.05)
+            clients.cancel_scope.cancel()
+        servers.cancel_scope.cancel()
+    assert details["delivered"] == len(expected) and details["dropped"] == 0
+    assert newest["publish_time"] == final_btc["publish_time"]
+    published = [m for _, m in prices.frames if m["type"] == "price_update"]
+    assert [m["publish_time"] for m in published] == sorted(m["publish_time"] for m in published)
