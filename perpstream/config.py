@@ -74,6 +74,9 @@ class HermesFeedConfig:
     read_timeout_s: float = 30.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    rate_limited_wait_s: float = 60.0  # after a 429 without Retry-After (Pyth's documented penalty)
+    requests_per_minute: float = 30.0  # request budget of every reconnect path (Pyth allows 180)
+    request_burst: int = 6
 
 
 @attrs.frozen

@@ -68,8 +68,12 @@ def build_feed(config: Config, clock: WallClock) -> PriceFeed:
                 api_key=os.environ.get(hermes.api_key_env) or None,
                 connect_timeout=hermes.connect_timeout_s,
                 read_timeout=hermes.read_timeout_s,
+                price_timeout=max(feed.stale_after_ms, 1) / 1000,
                 backoff_initial=hermes.backoff_initial_s,
                 backoff_max=hermes.backoff_max_s,
+                rate_limited_wait=hermes.rate_limited_wait_s,
+                requests_per_minute=hermes.requests_per_minute,
+                request_burst=hermes.request_burst,
             ),
             wall_clock=clock.now,
         )

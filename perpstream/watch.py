@@ -36,7 +36,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
 from wsproto.utilities import LocalProtocolError
 
-from perpstream.feeds.backoff import Backoff
+from perpstream.backoff import Backoff
 
 __all__ = [
     "Renderer",

@@ -4,12 +4,12 @@ Every source is a ``PriceFeed`` that emits ``perpstream.domain.prices.PriceUpdat
 ``StalenessTracker`` judges how old the newest price of each feed is.
 """
 
-from perpstream.feeds.backoff import Backoff
 from perpstream.feeds.feed import FeedStatus, FeedStatusRecorder, OnUpdate, PriceFeed
 from perpstream.feeds.gbm import REFERENCE_MARKETS, SIMULATED_SOURCE, GbmPriceGenerator, MarketSpec
 from perpstream.feeds.hermes import DEFAULT_HERMES_URL, HermesConfig, HermesFeed
 from perpstream.feeds.hermes_payload import HERMES_SOURCE, HermesBatch, HermesPayloadError, decode_hermes_payload
-from perpstream.feeds.ordering import PublishTimeFilter
+from perpstream.feeds.budget import RequestBudget
+from perpstream.feeds.ordering import OracleOrderFilter
 from perpstream.feeds.scripted import ScriptedPriceGenerator
 from perpstream.feeds.simulated import DEFAULT_INTERVAL, PriceGenerator, SimulatedFeed
 from perpstream.feeds.sse import SSEEvent, SSEParser, SSEProtocolError
@@ -28,7 +28,6 @@ __all__ = [
     "HERMES_SOURCE",
     "REFERENCE_MARKETS",
     "SIMULATED_SOURCE",
-    "Backoff",
     "FeedStatus",
     "FeedStatusRecorder",
     "Freshness",
@@ -41,7 +40,8 @@ __all__ = [
     "OnUpdate",
     "PriceFeed",
     "PriceGenerator",
-    "PublishTimeFilter",
+    "OracleOrderFilter",
+    "RequestBudget",
     "SSEEvent",
     "SSEParser",
     "SSEProtocolError",

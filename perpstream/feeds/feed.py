@@ -32,6 +32,9 @@ class FeedStatus:
     reconnects: int  # connection attempts after the first one
     last_error: str | None  # why the feed last failed or disconnected; kept after recovery
     newest_publish_times: Mapping[str, int]  # feed id -> newest delivered publish_time
+    #: Configured feeds the source does not serve: unknown to Hermes, or
+    #: delisted while streaming. The other feeds carry on without them.
+    missing_feeds: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -67,6 +70,7 @@ class FeedStatusRecorder:
         self._reconnects = 0
         self._last_error: str | None = None
         self._newest: dict[str, int] = {}
+        self._missing: tuple[str, ...] = ()
 
     def connected(self) -> None:
         self._connected = True
@@ -82,6 +86,10 @@ class FeedStatusRecorder:
     def reconnecting(self) -> None:
         self._reconnects += 1
 
+    def missing(self, feed_ids: tuple[str, ...]) -> None:
+        """The configured feeds the source is not serving, as of now."""
+        self._missing = feed_ids
+
     def delivered(self, update: PriceUpdate, wall_time: float) -> None:
         self._last_update_wall = wall_time
         newest = self._newest.get(update.feed_id)
@@ -96,4 +104,5 @@ class FeedStatusRecorder:
             reconnects=self._reconnects,
             last_error=self._last_error,
             newest_publish_times=dict(self._newest),
+            missing_feeds=self._missing,
         )

@@ -11,13 +11,20 @@ response share one shape::
                  "metadata": {"slot": ..., "proof_available_time": ..., "prev_publish_time": ...}}]}
 
 ``price`` and ``conf`` are decimal integers sent as strings (they can exceed
-the exact range of a JSON double); ``expo`` and ``publish_time`` are numbers.
-One bad entry must not cost the others, so entry-level problems are reported
-next to the good updates; only a payload that is not this shape at all raises.
+the exact range of a JSON double); ``expo`` and ``publish_time`` are numbers;
+``metadata.slot`` is a number or ``null``. ``binary.data`` is one signed
+update (hex or base64, as ``binary.encoding`` says) covering every feed of
+the payload, so each update carries all of it as its ``update_data``: that
+is what a liquidator submits on chain to prove the very price it acted on.
+One bad entry must not cost the others, so entry-level problems are
+reported next to the good updates, and an unreadable ``binary`` costs only
+the update data; only a payload that is not this shape at all raises.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Collection
@@ -54,6 +61,7 @@ class HermesBatch:
     updates: tuple[PriceUpdate, ...]
     unknown_feed_ids: tuple[str, ...]  # well-formed entries for feeds nobody asked for
     malformed: tuple[HermesPayloadError, ...]  # entries that could not be decoded
+    binary_error: HermesPayloadError | None = None  # why the updates carry no update_data
 
 
 def decode_hermes_payload(payload: str | bytes, known_feed_ids: Collection[str]) -> HermesBatch:
@@ -79,9 +87,14 @@ def decode_hermes_payload(payload: str | bytes, known_feed_ids: Collection[str])
     updates: list[PriceUpdate] = []
     unknown: list[str] = []
     malformed: list[HermesPayloadError] = []
+    binary_error: HermesPayloadError | None = None
+    try:
+        update_data = _decode_binary(document.get("binary"))
+    except HermesPayloadError as exc:
+        binary_error, update_data = exc, ()
     for index, entry in enumerate(entries):
         try:
-            update = _decode_entry(entry)
+            update = _decode_entry(entry, update_data)
         except HermesPayloadError as exc:
             malformed.append(HermesPayloadError(exc.reason, index=index))
             continue
@@ -89,10 +102,48 @@ def decode_hermes_payload(payload: str | bytes, known_feed_ids: Collection[str])
             updates.append(update)
         else:
             unknown.append(update.feed_id)
-    return HermesBatch(tuple(updates), tuple(unknown), tuple(malformed))
+    return HermesBatch(tuple(updates), tuple(unknown), tuple(malformed), binary_error)
 
 
-def _decode_entry(entry: Any) -> PriceUpdate:
+def _decode_binary(binary: Any) -> tuple[bytes, ...]:
+    """``binary.data`` as bytes; an absent ``binary`` is no data, not an error."""
+    if binary is None:
+        return ()
+    if not isinstance(binary, dict) or not isinstance(binary.get("data"), list):
+        raise HermesPayloadError("'binary' is not an object with a 'data' list")
+    encoding = binary.get("encoding", "hex")
+    blobs: list[bytes] = []
+    for index, text in enumerate(binary["data"]):
+        if not isinstance(text, str):
+            raise HermesPayloadError(f"binary.data[{index}] is not a string")
+        try:
+            if encoding == "hex":
+                blobs.append(bytes.fromhex(text.removeprefix("0x")))
+            elif encoding == "base64":
+                blobs.append(base64.b64decode(text, validate=True))
+            else:
+                raise HermesPayloadError(f"binary.encoding {encoding!r:.40} is not 'hex' or 'base64'")
+        except (ValueError, binascii.Error):
+            raise HermesPayloadError(f"binary.data[{index}] is not valid {encoding}") from None
+    return tuple(blobs)
+
+
+def _decode_slot(metadata: Any) -> int | None:
+    """``metadata.slot``: the Pythnet slot of the price, or None when Hermes does not say."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise HermesPayloadError("'metadata' is not an object")
+    slot = metadata.get("slot")
+    if slot is None:
+        return None
+    slot = _json_integer(slot, "metadata.slot")
+    if slot < 0:
+        raise HermesPayloadError("metadata.slot is negative")
+    return slot
+
+
+def _decode_entry(entry: Any, update_data: tuple[bytes, ...]) -> PriceUpdate:
     if not isinstance(entry, dict):
         raise HermesPayloadError("expected an object")
     raw_id = entry.get("id")
@@ -107,6 +158,8 @@ def _decode_entry(entry: Any) -> PriceUpdate:
         price=_decode_price(entry.get("price"), "price"),
         ema_price=_decode_price(entry.get("ema_price"), "ema_price"),
         source=HERMES_SOURCE,
+        slot=_decode_slot(entry.get("metadata")),
+        update_data=update_data,
     )
 
 

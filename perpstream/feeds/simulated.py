@@ -17,6 +17,8 @@ from typing import Protocol
 
 import trio
 
+import attrs
+
 from perpstream.domain.prices import PriceUpdate
 from perpstream.feeds.feed import FeedStatus, FeedStatusRecorder, OnUpdate
 from perpstream.feeds.gbm import SIMULATED_SOURCE, GbmPriceGenerator, MarketSpec
@@ -40,7 +42,9 @@ class SimulatedFeed:
     ``task_status.started()``, so a caller that starts it with
     ``nursery.start`` already has a price for every feed. ``publish_time`` is
     ``wall_clock()`` (epoch seconds) truncated to whole seconds, as Pyth's is,
-    so several ticks of one second share it. ``pause()`` makes the feed go
+    so several ticks of one second share it; each tick has its own ``slot``,
+    counted from the wall clock in ticks, so consumers order the prices of
+    one second exactly as they must order Hermes's. ``pause()`` makes the feed go
     quiet — ticks pass without publishing, as if the oracle stalled — until
     ``resume()``; the first tick after that covers the whole silence, so a
     random walk moves as far as the market would have.
@@ -110,6 +114,7 @@ class SimulatedFeed:
         self._status.connected()
         try:
             start = trio.current_time()
+            first_slot = math.floor(self._wall_clock() / self._interval)
             tick = 0
             tick_at = last_published_at = start
             started = False
@@ -117,6 +122,7 @@ class SimulatedFeed:
                 if not self._paused:
                     publish_time = int(self._wall_clock())
                     for update in self._generator.tick(publish_time, tick_at - last_published_at):
+                        update = attrs.evolve(update, slot=first_slot + tick)
                         self._status.delivered(update, self._wall_clock())
                         await on_update(update)
                     last_published_at = tick_at

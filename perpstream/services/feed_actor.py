@@ -60,6 +60,7 @@ class PriceFeedActor(Actor):
             "connected": status.connected,
             "reconnects": status.reconnects,
             "last_error": status.last_error,
+            "missing_feeds": list(status.missing_feeds),
             "delivered": self.delivered,
             "dropped": self.dropped,
         }

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from perpstream.feeds.backoff import Backoff
+from perpstream.backoff import Backoff
 from perpstream.watch import Renderer, StreamChoice, Style, choose_stream, colour_wanted, show, watch_stream
 from tests.clients.live import demo_account, start_program, stormy_config
 from tests.e2e.daemon import free_port, running_daemon

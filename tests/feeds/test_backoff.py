@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from perpstream.feeds import Backoff
+from perpstream.backoff import Backoff
 
 
 def test_grows_exponentially_up_to_the_cap_without_jitter() -> None:

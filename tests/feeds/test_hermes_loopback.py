@@ -16,7 +16,7 @@ import trio
 from perpstream.domain.prices import PriceUpdate
 from perpstream.feeds import HermesConfig, HermesFeed
 
-from .hermes_shapes import BTC, ETH, SOL, entry, payload, sse
+from .hermes_shapes import BTC, ETH, KEEP_ALIVE, SOL, entry, error_event, payload, sse
 
 
 def chunk(data: bytes) -> bytes:
@@ -69,22 +69,23 @@ class LoopbackHermes:
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
         if self.stream_connections == 1:
-            await stream.send_all(chunk(sse(payload(entry(BTC, 6_500_100_000_000, 1001)))))
-            await stream.send_all(chunk(b": keep-alive\n\n"))
-            await stream.send_all(chunk(sse(payload(entry(ETH, 340_100_000_000, 1001)))))
-            cut = chunk(sse(payload(entry(BTC, 6_500_200_000_000, 1002))))
+            # Every event carries every requested feed, changed or not, as Hermes's do.
+            await stream.send_all(chunk(sse(payload(entry(BTC, 6_500_100_000_000, 1001), entry(ETH, 340_100_000_000, 1001)))))
+            await stream.send_all(chunk(KEEP_ALIVE))
+            cut = chunk(sse(payload(entry(BTC, 6_500_200_000_000, 1002), entry(ETH, 340_100_000_000, 1001))))
             await stream.send_all(cut[: len(cut) // 2])  # the connection dies mid-event
         elif self.stream_connections == 2:
             await stream.send_all(chunk(sse('{"parsed": [{"id": "nonsense"}')))
-            await stream.send_all(chunk(sse(payload(entry(SOL, 15_000_000_000, 1002)))))
-            event = sse(payload(entry(BTC, 6_500_300_000_000, 1003)))
+            unasked = payload(entry(SOL, 15_000_000_000, 1002), entry(BTC, 6_500_200_000_000, 1002))
+            await stream.send_all(chunk(sse(unasked)))
+            event = sse(payload(entry(BTC, 6_500_300_000_000, 1003), entry(ETH, 340_100_000_000, 1001)))
             await stream.send_all(chunk(event[:10]))  # one event split over two chunks
             await trio.sleep(0.01)
             await stream.send_all(chunk(event[10:]))
-            await stream.send_all(chunk(sse("Connection timeout reached (24h)", event="error")))
+            await stream.send_all(chunk(error_event("Connection timeout reached (24h)")))
             await stream.send_all(b"0\r\n\r\n")  # then a clean end of the stream
         else:
-            await stream.send_all(chunk(sse(payload(entry(BTC, 6_500_500_000_000, 1005)))))
+            await stream.send_all(chunk(sse(payload(entry(BTC, 6_500_500_000_000, 1005), entry(ETH, 340_400_000_000, 1004)))))
             await trio.sleep_forever()
 
 
@@ -126,12 +127,12 @@ async def test_recovers_across_disconnects_errors_and_bad_events() -> None:
         (BTC, 1001, 6_500_100_000_000),  # stream 1, then cut mid-event
         (ETH, 1001, 340_100_000_000),
         (BTC, 1002, 6_500_200_000_000),  # gap fill 2 brings the lost event; its ETH is a repeat
-        (BTC, 1003, 6_500_300_000_000),  # stream 2: after a malformed and an unknown-feed event
+        (BTC, 1003, 6_500_300_000_000),  # stream 2: after a malformed event and one with an unasked feed
         (ETH, 1004, 340_400_000_000),  # gap fill 3 (its BTC is a repeat)
         (BTC, 1005, 6_500_500_000_000),  # stream 3
     ]
     assert server.stream_connections == 3 and server.latest_requests == 3
-    assert status.connected and status.reconnects == 2
+    assert status.connected and status.reconnects == 2 and status.missing_feeds == ()
     assert "Connection timeout reached (24h)" in (status.last_error or "")
     for _path, params, headers in server.request_heads:
         assert headers["authorization"] == "Bearer k3y"

@@ -14,7 +14,7 @@ from perpstream.domain.prices import PriceUpdate
 from perpstream.feeds import HermesConfig, HermesFeed, PriceFeed
 
 from .fake_hermes import DROP, HANG, STALL, FakeHermes, Refuse
-from .hermes_shapes import BTC, ETH, SOL, entry, payload, sse
+from .hermes_shapes import BLOB, BTC, ETH, KEEP_ALIVE, SOL, entry, error_event, payload, sse
 
 STREAM = "/v2/updates/price/stream"
 LATEST = "/v2/updates/price/latest"
@@ -29,6 +29,7 @@ def config(**overrides: Any) -> HermesConfig:
         "backoff_max": 4.0,
         "backoff_jitter": 0.0,
         "read_timeout": 1000.0,  # HANG means "quiet until the test ends" unless a test says otherwise
+        "price_timeout": 1000.0,
     }
     settings.update(overrides)
     return HermesConfig(**settings)
@@ -59,7 +60,11 @@ def times(hermes: FakeHermes, path: str) -> list[float]:
 
 async def test_gap_fill_comes_first_then_the_stream(autojump_clock: trio.abc.Clock) -> None:
     hermes = FakeHermes(
-        streams=[[0.4, sse(payload(entry(BTC, 101, 1001))), 0.4, sse(payload(entry(ETH, 201, 1001))), HANG]],
+        streams=[[
+            0.4, sse(payload(entry(BTC, 101, 1001), entry(ETH, 200, 1000))),  # ETH unchanged: a repeat
+            0.4, sse(payload(entry(BTC, 101, 1001), entry(ETH, 201, 1001))),  # BTC unchanged
+            HANG,
+        ]],  # fmt: skip
         latest=[payload(entry(BTC, 100, 1000), entry(ETH, 200, 1000))],
     )
     feed = make_feed(hermes)
@@ -84,11 +89,14 @@ async def test_gap_fill_comes_first_then_the_stream(autojump_clock: trio.abc.Clo
     (stream,) = hermes.seen(STREAM)
     assert stream.params == [
         ("ids[]", BTC), ("ids[]", ETH), ("parsed", "true"), ("encoding", "hex"),
-        ("allow_unordered", "false"), ("benchmarks_only", "false"),
+        ("ignore_invalid_price_ids", "true"), ("allow_unordered", "false"), ("benchmarks_only", "false"),
     ]  # fmt: skip
     assert stream.headers["accept"] == "text/event-stream"
     (latest,) = hermes.seen(LATEST)
-    assert latest.params == [("ids[]", BTC), ("ids[]", ETH), ("parsed", "true"), ("encoding", "hex")]
+    assert latest.params == [
+        ("ids[]", BTC), ("ids[]", ETH), ("parsed", "true"), ("encoding", "hex"), ("ignore_invalid_price_ids", "true"),
+    ]  # fmt: skip
+    assert status.missing_feeds == ()
 
 
 async def test_duplicates_and_older_updates_are_dropped(autojump_clock: trio.abc.Clock) -> None:
@@ -152,23 +160,51 @@ async def test_a_healthy_stream_that_ends_is_followed_promptly(autojump_clock: t
     assert seen(updates) == [(BTC, 1001, 101), (BTC, 1002, 102)]
 
 
-async def test_error_event_is_logged_and_the_gap_is_filled(
+async def test_error_events_are_logged_and_the_stream_goes_on(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Hermes keeps sending after a Lagged or per-slot error: reconnecting would
+    # only cost two requests of the rate budget and a gap.
     caplog.set_level(logging.INFO, logger="perpstream.feeds.hermes")
     hermes = FakeHermes(
         streams=[
-            [sse(payload(entry(BTC, 101, 1001))), sse("Error receiving update: Lagged(12)", event="error")],
-            [sse(payload(entry(BTC, 103, 1003))), HANG],
+            [
+                sse(payload(entry(BTC, 101, 1001))),
+                error_event("Error receiving update: Lagged(12)"),
+                0.4,
+                error_event("Error receiving update: Failed to get price feeds at slot 1"),
+                0.4,
+                sse(payload(entry(BTC, 103, 1003))),
+                HANG,
+            ],
         ],
-        latest=[payload(), payload(entry(BTC, 102, 1002))],
     )
-    feed = make_feed(hermes)
+    feed = make_feed(hermes, feed_ids=(BTC,))
     updates = await run_for(feed, 30)
-    assert seen(updates) == [(BTC, 1001, 101), (BTC, 1002, 102), (BTC, 1003, 103)]
+    assert seen(updates) == [(BTC, 1001, 101), (BTC, 1003, 103)]
+    assert times(hermes, STREAM) == [0]
+    errors = [r for r in caplog.records if "Lagged(12)" in r.getMessage()]
+    assert [r.levelno for r in errors] == [logging.WARNING]
+    assert "Failed to get price feeds" in (feed.status().last_error or "")
+    assert feed.status().connected
+
+
+async def test_the_24_hour_close_is_routine(autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="perpstream.feeds.hermes")
+    hermes = FakeHermes(
+        streams=[
+            [sse(payload(entry(BTC, 101, 1001))), error_event("Connection timeout reached (24h)")],
+            [sse(payload(entry(BTC, 102, 1002))), HANG],
+        ],
+        latest=[payload(entry(BTC, 100, 1000)), payload(entry(BTC, 101, 1001))],
+    )
+    feed = make_feed(hermes, feed_ids=(BTC,))
+    updates = await run_for(feed, 30)
+    assert seen(updates) == [(BTC, 1000, 100), (BTC, 1001, 101), (BTC, 1002, 102)]
     assert times(hermes, STREAM) == [0, 1]
-    assert "Lagged(12)" in caplog.text
-    assert "Lagged(12)" in (feed.status().last_error or "")
+    feed_logs = [r for r in caplog.records if r.name == "perpstream.feeds.hermes"]
+    assert feed_logs and all(r.levelno == logging.INFO for r in feed_logs)
+    assert any("24 h" in r.getMessage() for r in feed_logs)
 
 
 async def test_malformed_events_are_skipped_without_dropping_the_stream(
@@ -367,3 +403,113 @@ def test_config_rejects_nonsense(overrides: dict[str, Any]) -> None:
 
 def test_config_normalizes_and_deduplicates_feed_ids() -> None:
     assert config(feed_ids=("0x" + BTC.upper(), BTC, ETH)).feed_ids == (BTC, ETH)
+
+
+async def test_every_price_of_a_second_arrives_in_slot_order(autojump_clock: trio.abc.Clock) -> None:
+    # One event per ~400 ms slot, so two or three prices share a whole-second
+    # publish_time; only the first of each second used to get through.
+    events = [
+        sse(payload(entry(BTC, 100, 1000, slot=500))),
+        sse(payload(entry(BTC, 101, 1000, slot=501))),
+        sse(payload(entry(BTC, 102, 1000, slot=502))),
+        sse(payload(entry(BTC, 102, 1000, slot=502))),  # an exact repeat
+        sse(payload(entry(BTC, 99, 1000, slot=499))),  # older: a late duplicate
+        sse(payload(entry(BTC, 103, 1001, slot=503))),
+    ]
+    hermes = FakeHermes(streams=[[*events, HANG]], latest=[payload(entry(BTC, 101, 1000, slot=501))])
+    updates = await run_for(make_feed(hermes, feed_ids=(BTC,)), 5)
+    assert [(u.price.price, u.slot) for u in updates] == [(101, 501), (102, 502), (103, 503)]
+    assert all(u.update_data == (bytes.fromhex(BLOB),) for u in updates)
+
+
+async def test_unknown_and_delisted_feeds_are_reported_and_the_others_carry_on(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With ignore_invalid_price_ids=true Hermes serves the ids it knows and leaves
+    # the others out; a feed delisted while the stream is open is silently dropped.
+    hermes = FakeHermes(
+        streams=[[
+            sse(payload(entry(BTC, 101, 1001), entry(ETH, 201, 1001))),
+            sse(payload(entry(BTC, 102, 1002))),  # ETH delisted
+            sse(payload(entry(BTC, 103, 1003))),
+            HANG,
+        ]],  # fmt: skip
+        latest=[payload(entry(BTC, 100, 1000), entry(ETH, 200, 1000))],
+    )
+    feed = make_feed(hermes, feed_ids=(BTC, ETH, SOL))
+    statuses = []
+
+    async def on_update(update: PriceUpdate) -> None:
+        statuses.append((update.price.price, feed.status().missing_feeds))
+
+    with trio.move_on_after(5):
+        await feed.run(on_update)
+    assert statuses == [
+        (100, (SOL,)), (200, (SOL,)), (101, (SOL,)), (201, (SOL,)), (102, (ETH, SOL)), (103, (ETH, SOL)),
+    ]  # fmt: skip
+    assert len(hermes.seen(STREAM)) == 1
+    assert all(("ignore_invalid_price_ids", "true") in r.params for r in hermes.requests)
+    warnings = [r.getMessage() for r in caplog.records if "does not serve" in r.getMessage()]
+    assert len(warnings) == 2 and SOL in warnings[0] and ETH in warnings[1]
+
+
+async def test_a_hermes_that_refuses_unknown_ids_is_asked_again_without_them(autojump_clock: trio.abc.Clock) -> None:
+    # A server without ignore_invalid_price_ids answers 404 for the whole request.
+    hermes = FakeHermes(
+        streams=[Refuse(404, body=f"Price ids not found: 0x{SOL}"), [sse(payload(entry(BTC, 101, 1001))), HANG]],
+        latest=[payload(entry(BTC, 100, 1000))],
+    )
+    feed = make_feed(hermes, feed_ids=(BTC, SOL))
+    updates = await run_for(feed, 10)
+    assert seen(updates) == [(BTC, 1000, 100), (BTC, 1001, 101)]
+    first, second = hermes.seen(STREAM)
+    assert ("ids[]", SOL) in first.params and ("ids[]", SOL) not in second.params
+    assert feed.status().missing_feeds == (SOL,)
+
+
+async def test_a_stream_of_nothing_but_keep_alives_is_left(autojump_clock: trio.abc.Clock) -> None:
+    # Comments keep the connection open but carry no price: after price_timeout
+    # without one, the feed reconnects (read_timeout alone never fires here).
+    keep_alives = [step for _ in range(20) for step in (5.0, KEEP_ALIVE)]
+    hermes = FakeHermes(
+        streams=[[sse(payload(entry(BTC, 101, 1001))), *keep_alives, HANG], [sse(payload(entry(BTC, 102, 1002))), HANG]],
+    )
+    feed = make_feed(hermes, feed_ids=(BTC,), read_timeout=30.0, price_timeout=10.0)
+    updates = await run_for(feed, 15)
+    assert times(hermes, STREAM) == [0, 11]  # 10 s without a price, then a 1 s backoff
+    assert seen(updates) == [(BTC, 1001, 101), (BTC, 1002, 102)]
+    assert feed.status().reconnects == 1
+
+
+async def test_rate_limit_without_retry_after_waits_the_documented_minute(autojump_clock: trio.abc.Clock) -> None:
+    hermes = FakeHermes(streams=[Refuse(429, body="Too Many Requests"), Refuse(429, body="Too Many Requests"), [HANG]])
+    await run_for(make_feed(hermes), 200)
+    assert times(hermes, STREAM) == [0, 60, 120]
+
+
+async def test_rate_limit_wait_is_configurable(autojump_clock: trio.abc.Clock) -> None:
+    hermes = FakeHermes(streams=[Refuse(429), [HANG]])
+    await run_for(make_feed(hermes, rate_limited_wait=90.0), 200)
+    assert times(hermes, STREAM) == [0, 90]
+
+
+async def test_retry_after_as_an_http_date_is_honoured(autojump_clock: trio.abc.Clock) -> None:
+    hermes = FakeHermes(streams=[Refuse(429, {"Retry-After": "Thu, 06 Jun 2024 00:00:45 GMT"}), [HANG]])
+    await run_for(make_feed(hermes), 100)  # the wall clock reads 2024-06-06 00:00:00 at t = 0
+    assert times(hermes, STREAM) == [0, 45]
+
+
+async def test_a_storm_of_drops_and_errors_stays_inside_the_request_budget(autojump_clock: trio.abc.Clock) -> None:
+    # Each connection delivers a price (so the backoff resets) and then breaks at
+    # once: without a budget that is two requests every backoff_initial seconds.
+    storm: list[Any] = []
+    for n in range(400):
+        storm.append([sse(payload(entry(BTC, 100 + n, 1000 + n))), DROP] if n % 3 else Refuse(503))
+    hermes = FakeHermes(streams=storm, latest=lambda: payload(entry(BTC, 1, 999)))
+    feed = make_feed(hermes, feed_ids=(BTC,), backoff_initial=0.1, requests_per_minute=30.0, request_burst=6)
+    await run_for(feed, 600)
+    at = [request.at for request in hermes.requests]
+    assert len(at) <= 6 + 30 * 10  # the burst, then 30 a minute for ten minutes
+    for start in range(0, 600, 60):
+        assert sum(start <= t < start + 60 for t in at) <= 6 + 30
+    assert len(at) >= 30 * 10 * 0.9  # and the budget, not something else, is what limits it

@@ -70,6 +70,9 @@ MALFORMED_ENTRIES = {
     "publish_time is text": _broken(lambda e: e["price"].update(publish_time="1717632000")),
     "publish_time missing": _broken(lambda e: e["ema_price"].pop("publish_time")),
     "publish_time negative": _broken(lambda e: e["price"].update(publish_time=-5)),
+    "slot is text": _broken(lambda e: e["metadata"].update(slot="138886134")),
+    "slot negative": _broken(lambda e: e["metadata"].update(slot=-1)),
+    "metadata not an object": _broken(lambda e: e.update(metadata=[])),
 }
 
 
@@ -99,3 +102,38 @@ def test_unusable_payload_raises_a_typed_error(raw: str | bytes) -> None:
     with pytest.raises(HermesPayloadError) as info:
         decode_hermes_payload(raw, KNOWN)
     assert info.value.index is None
+
+
+def test_slot_and_update_data_come_with_every_update() -> None:
+    # One signed blob covers all feeds of the event: each update carries it.
+    document = payload(entry(BTC, 1, 10, slot=138_886_134), entry(ETH, 2, 10, slot=138_886_134), blobs=("504e4155", "0xabcd"))
+    btc, eth = decode_hermes_payload(document, KNOWN).updates
+    assert btc.slot == eth.slot == 138_886_134 and btc.order == (10, 138_886_134)
+    assert btc.update_data == eth.update_data == (b"PNAU", b"\xab\xcd")
+
+
+def test_base64_binary_is_decoded_too() -> None:
+    document = json.loads(payload(entry(BTC, 1, 10)))
+    document["binary"] = {"encoding": "base64", "data": ["UE5BVQ=="]}
+    assert decode_hermes_payload(json.dumps(document), KNOWN).updates[0].update_data == (b"PNAU",)
+
+
+@pytest.mark.parametrize("metadata", [None, {"slot": None, "proof_available_time": None, "prev_publish_time": None}])
+def test_a_slot_hermes_does_not_know_is_none(metadata: Any) -> None:
+    item = entry(BTC, 1, 10)
+    item["metadata"] = metadata
+    (update,) = decode_hermes_payload(payload(item), KNOWN).updates
+    assert update.slot is None and update.order == (10, -1)
+
+
+@pytest.mark.parametrize(
+    "binary",
+    [{"encoding": "hex", "data": ["not hex"]}, {"encoding": "base64", "data": ["***"]}, {"encoding": "hex", "data": [7]},
+     {"encoding": "rot13", "data": ["aa"]}, {"encoding": "hex", "data": "aa"}, "aa"],
+)
+def test_an_unreadable_binary_is_reported_and_the_prices_still_decode(binary: Any) -> None:
+    document = json.loads(payload(entry(BTC, 1, 10)))
+    document["binary"] = binary
+    batch = decode_hermes_payload(json.dumps(document), KNOWN)
+    assert [u.update_data for u in batch.updates] == [()] and batch.malformed == ()
+    assert batch.binary_error is not None and "binary" in str(batch.binary_error)

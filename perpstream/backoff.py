@@ -1,8 +1,10 @@
-"""Exponential reconnect delays with jitter.
+"""Exponential retry delays with jitter, the one implementation the service uses.
 
-Jitter spreads the reconnects of many clients dropped at the same moment
-(a Hermes restart) so they do not return as one burst and hit its rate
-limit together. The random source is injected so tests can pin it.
+The price feed's reconnects and the ``watch`` client's both wait this way.
+Jitter spreads the retries of many clients dropped at the same moment (a
+Hermes restart, a daemon restart) so they do not return as one burst and
+hit a rate limit together. Pure: the random source is injected so tests can
+pin it, and nothing here sleeps.
 """
 
 from __future__ import annotations
