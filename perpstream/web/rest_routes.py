@@ -8,16 +8,13 @@ from decimal import Decimal
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from actors import ActorNotFound, RequestTimeout
 from perpstream.protocol import Channel, Frame, PositionsUpdate, PositionView, encode, to_data
-from perpstream.services.messages import GetMarketState, GetUserPositions, MarketState, UserPositions
-from perpstream.services.topics import market_name
+from perpstream.services.queries import MarketQueries, MarketUnavailable
 from perpstream.streams import BadStreamParameter, StreamKey, parse_address, parse_market_id
 from perpstream.web.context import AppContext
 
 __all__ = ["add_rest_routes", "json_response"]
 
-_REQUEST_TIMEOUT = 2.0
 _MAX_PAGE = 1000
 
 
@@ -35,6 +32,22 @@ def _latest_json(context: AppContext, key: StreamKey) -> object:
     return None if frame is None else json.loads(frame.json())
 
 
+def _queries(context: AppContext) -> MarketQueries:
+    return MarketQueries.of(context.registry, context.clock.now_ms)
+
+
+def _price_json(context: AppContext, market_id: str) -> object:
+    """The market's price with its age computed now (a stale price says how stale)."""
+    try:
+        message = _queries(context).price_message(market_id)
+    except MarketUnavailable:
+        return _latest_json(context, StreamKey(Channel.PRICES, market_id))
+    if message is None:
+        return None
+    return json.loads(encode(message, channel=Channel.PRICES, ts=context.clock.now_ms(),
+                             key=("market_id", market_id)).json())
+
+
 def _market_body(context: AppContext, market_id: str) -> dict[str, object]:
     market = context.config.market(market_id)
     assert market is not None
@@ -45,18 +58,9 @@ def _market_body(context: AppContext, market_id: str) -> dict[str, object]:
         "max_leverage": str(market.max_leverage),
         "maintenance_margin_ratio": str(market.maintenance_margin_ratio),
         "liquidation_fee_ratio": str(market.liquidation_fee_ratio),
-        "price": _latest_json(context, StreamKey(Channel.PRICES, market.id)),
+        "price": _price_json(context, market.id),
         "stats": _latest_json(context, StreamKey(Channel.MARKET_STATS, market.id)),
     }
-
-
-async def _market_state(context: AppContext, market_id: str) -> MarketState | None:
-    try:
-        return await context.registry.ref(market_name(market_id)).request(
-            lambda reply: GetMarketState(reply, with_positions=True), timeout=_REQUEST_TIMEOUT
-        )
-    except (RequestTimeout, ActorNotFound):
-        return None
 
 
 def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
@@ -85,15 +89,12 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
             address = parse_address(user_address)
         except BadStreamParameter as exc:
             return _error(400, exc.code, exc.message)
-        views = []
+        views: list[PositionView] = []
         for market_id in context.market_ids:
             try:
-                answer: UserPositions = await context.registry.ref(market_name(market_id)).request(
-                    lambda reply: GetUserPositions(address, reply), timeout=_REQUEST_TIMEOUT
-                )
-            except (RequestTimeout, ActorNotFound):
-                return _error(503, "market_unavailable", f"market {market_id} did not answer")
-            views.extend(answer.views)
+                views.extend(_queries(context).positions_of(address, market_id))
+            except MarketUnavailable:
+                return _error(503, "market_unavailable", f"market {market_id} is unavailable")
         message = PositionsUpdate(
             positions=tuple(views),
             total_collateral=sum((v.collateral for v in views), Decimal(0)),
@@ -115,10 +116,11 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
         after = request.args.get("after", "")
         rows: list[tuple[str, str, PositionView]] = []
         for market_id in context.market_ids:
-            state = await _market_state(context, market_id)
-            if state is None:
-                return _error(503, "market_unavailable", f"market {market_id} did not answer")
-            rows.extend((view.position_id, address, view) for address, view in state.positions)
+            try:
+                positions = _queries(context).positions(market_id)
+            except MarketUnavailable:
+                return _error(503, "market_unavailable", f"market {market_id} is unavailable")
+            rows.extend((view.position_id, address, view) for address, view in positions)
         rows.sort(key=lambda row: row[0])
         remaining = [row for row in rows if row[0] > after]
         page = remaining[:limit]
