@@ -112,14 +112,16 @@ class MarketActor(Actor):
         log.info("%s ready with %d open positions (deliveries after seq %d to apply)",
                  self.market_id, len(self.core.book), self.core.delivered_through)
 
-    async def handle(self, msg: object) -> None:
+    async def run(self, ctx: ActorContext) -> None:
         try:
-            self._handle(msg)
-        except BaseException:
-            self._withdraw()  # nobody may read a state that failed half way
-            raise
+            await super().run(ctx)
+        finally:
+            # Stopped or failed (perhaps half way through an input): from now
+            # until the next incarnation registers, readers learn the market
+            # is unavailable rather than read this state.
+            self._withdraw()
 
-    def _handle(self, msg: object) -> None:
+    async def handle(self, msg: object) -> None:
         now_ms = self.clock.now_ms()
         if isinstance(msg, PriceTick):
             self._carry_out(self.core.on_price(msg.update, now_ms))
@@ -129,9 +131,6 @@ class MarketActor(Actor):
             msg.reply.send(UserPositions(self.market_id, self.core.positions_of(msg.address, now_ms)))
         else:
             log.warning("%s: unexpected message %r", self.market_id, msg)
-
-    async def on_stop(self) -> None:
-        self._withdraw()
 
     def _withdraw(self) -> None:
         if self._queries is not None:
@@ -153,6 +152,8 @@ class MarketActor(Actor):
             self._stats.publish_event(message, now_ms)
         for event in effects.liquidation_events:
             self._liquidations.publish_event(event, now_ms)
+            if self._queries is not None:
+                self._queries.liquidation_events.publish(event)
         for account, user_message in effects.user_events:
             self._tell_user(account, user_message)
 

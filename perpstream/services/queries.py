@@ -18,8 +18,9 @@ import weakref
 from collections.abc import Callable
 from decimal import Decimal
 
+from actors import Policy, Topic
 from perpstream.domain import PriceUpdate
-from perpstream.protocol import MarketStats, PositionView
+from perpstream.protocol import LiquidationEvent, MarketStats, PositionView
 from perpstream.protocol import PriceUpdate as PriceMessage
 from perpstream.services.market_core import MarketCore
 from perpstream.services.messages import MarketCandidates
@@ -31,6 +32,9 @@ class MarketUnavailable(LookupError):
     """The market's actor is not running right now (restarting, or unknown)."""
 
 
+#: Typed liquidation events queued per subscriber before it is cut off.
+LIQUIDATION_EVENT_BUFFER = 1024
+
 _by_registry: weakref.WeakKeyDictionary[object, MarketQueries] = weakref.WeakKeyDictionary()
 
 
@@ -40,10 +44,15 @@ class MarketQueries:
     def __init__(self, now_ms: Callable[[], int]) -> None:
         self._now_ms = now_ms
         self._cores: dict[str, MarketCore] = {}
+        #: Every market's liquidation events (``LiquidationEvent``) as typed values, in the tick
+        #: they happen, for in-process bots. Queued: a subscriber that falls
+        #: ``LIQUIDATION_EVENT_BUFFER`` behind is closed, never skipped silently.
+        self.liquidation_events: Topic[LiquidationEvent] = Topic(
+            "queries/liquidation-events", policy=Policy.QUEUE, capacity=LIQUIDATION_EVENT_BUFFER)
 
     @classmethod
     def of(cls, registry: object, now_ms: Callable[[], int]) -> MarketQueries:
-        """The queries of one actor system (created on first use)."""
+        """The queries of one actor system (created on first use, with that caller's clock)."""
         queries = _by_registry.get(registry)
         if queries is None:
             queries = _by_registry[registry] = cls(now_ms)
