@@ -143,6 +143,8 @@ class MarketActor(Actor):
 
     def _carry_out(self, effects: Effects) -> None:
         now_ms = self.clock.now_ms()
+        if effects.refused is not None:
+            log.warning("%s: input refused: %s", self.market_id, effects.refused)
         if effects.price_changed:
             self._price_dirty.set()
         if effects.stats_changed:

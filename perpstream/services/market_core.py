@@ -107,6 +107,8 @@ class Effects:
     user_events: list[tuple[str, Message]] = attrs.field(factory=list)
     #: Events for the market-wide liquidations stream.
     liquidation_events: list[LiquidationEvent] = attrs.field(factory=list)
+    #: Why an input was refused (for the log), None when it was not.
+    refused: str | None = None
 
 
 def is_newer(update: PriceUpdate, current: PriceUpdate) -> bool:
@@ -173,6 +175,9 @@ class MarketCore:
     def on_price(self, update: PriceUpdate, now_ms: int) -> Effects:
         """A price from the oracle; anything not newer (:func:`is_newer`) is dropped."""
         effects = Effects()
+        if update.price.price <= 0:
+            effects.refused = f"non-positive oracle price {update.price.value} at {update.publish_time}"
+            return effects  # no price, no margin: the contract would refuse it too
         if self.price is not None and not is_newer(update, self.price):
             return effects  # the feed filters these too; a restart may replay one
         first = self.price is None

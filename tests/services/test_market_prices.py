@@ -46,3 +46,13 @@ def test_a_stale_price_reports_its_true_age() -> None:
     assert (later.age_ms, later.stale) == (47_000, True)
     assert later.update_data == ("0x0102",)
     assert market.went_stale(T0_MS + 47_000) and not market.went_stale(T0_MS + 48_000)
+
+
+def test_a_non_positive_price_is_refused_not_fatal() -> None:
+    market = core()
+    market.on_price(price("100", slot=1), T0_MS)
+    effects = market.on_price(price("0", slot=2), T0_MS)
+    assert effects.refused and not effects.price_changed
+    assert market.price.price.value == Decimal(100)
+    effects = market.on_price(price("-5", slot=3), T0_MS)
+    assert effects.refused and market.price.price.value == Decimal(100)
