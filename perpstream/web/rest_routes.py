@@ -36,16 +36,19 @@ def _queries(context: AppContext) -> MarketQueries:
     return MarketQueries.of(context.registry, context.clock.now_ms)
 
 
-def _price_json(context: AppContext, market_id: str) -> object:
-    """The market's price with its age computed now (a stale price says how stale)."""
+def _market_json(context: AppContext, market_id: str, channel: Channel) -> object:
+    """The market's price (its age computed now) or stats, as the stream would send them now.
+
+    While the market is restarting, the stream's last snapshot stands in.
+    """
+    queries = _queries(context)
     try:
-        message = _queries(context).price_message(market_id)
+        message = queries.price_message(market_id) if channel is Channel.PRICES else queries.stats(market_id)
     except MarketUnavailable:
-        return _latest_json(context, StreamKey(Channel.PRICES, market_id))
+        return _latest_json(context, StreamKey(channel, market_id))
     if message is None:
         return None
-    return json.loads(encode(message, channel=Channel.PRICES, ts=context.clock.now_ms(),
-                             key=("market_id", market_id)).json())
+    return json.loads(encode(message, channel=channel, ts=context.clock.now_ms(), key=("market_id", market_id)).json())
 
 
 def _market_body(context: AppContext, market_id: str) -> dict[str, object]:
@@ -58,8 +61,8 @@ def _market_body(context: AppContext, market_id: str) -> dict[str, object]:
         "max_leverage": str(market.max_leverage),
         "maintenance_margin_ratio": str(market.maintenance_margin_ratio),
         "liquidation_fee_ratio": str(market.liquidation_fee_ratio),
-        "price": _price_json(context, market.id),
-        "stats": _latest_json(context, StreamKey(Channel.MARKET_STATS, market.id)),
+        "price": _market_json(context, market.id, Channel.PRICES),
+        "stats": _market_json(context, market.id, Channel.MARKET_STATS),
     }
 
 
