@@ -8,8 +8,11 @@ liquidations stream and the positions stream of every account that opens a
 position. At the end it prints, as JSON:
 
 - the demo liquidator's attempts and how many the contract refused;
-- ``liquidation_warning`` messages per position, and repeats of a severity a
-  position had already been warned about;
+- ``liquidation_warning`` messages per position, repeats of a severity a
+  position had already been warned about, and those of them with no sign of
+  the recovery that re-arms it (health ≥ 1.2 + ``risk.warning_rearm_margin``
+  in a ``positions_update`` between the two; the 2 s sampling can miss a
+  short recovery, so this over-counts);
 - ``liquidation_event`` counts by kind and their latency from the tick that
   crossed (the event's ``ts``) to its arrival at this client, p50 and p99.
 """
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -40,6 +44,8 @@ def _percentile(values: list[float], share: float) -> float | None:
 
 async def measure(seconds: float) -> dict[str, Any]:
     warnings: dict[str, list[str]] = defaultdict(list)
+    warned_in_episode: dict[str, set[str]] = defaultdict(set)
+    unexplained_repeats = 0
     events: Counter[str] = Counter()
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as data_dir:
@@ -59,12 +65,24 @@ async def measure(seconds: float) -> dict[str, Any]:
                                     {"op": "subscribe", "channel": "positions", "user_address": account}))
                         await trio.sleep(2)
 
+                rearm = Decimal("1.2") + config.risk.warning_rearm_margin
+
                 async def read() -> None:
+                    nonlocal unexplained_repeats
                     while True:
                         message = json.loads(await ws.get_message())
                         kind = message["type"]
-                        if kind == "liquidation_warning":
-                            warnings[message["position_id"]].append(message["severity"])
+                        if kind == "positions_update":
+                            for position in message["positions"]:
+                                health = position["health_factor"]
+                                if health is not None and Decimal(health) >= rearm:
+                                    warned_in_episode.pop(position["position_id"], None)
+                        elif kind == "liquidation_warning":
+                            position_id, severity = message["position_id"], message["severity"]
+                            if severity in warned_in_episode[position_id]:
+                                unexplained_repeats += 1
+                            warned_in_episode[position_id].add(severity)
+                            warnings[position_id].append(severity)
                         elif kind == "liquidation_event":
                             events[message["kind"]] += 1
                             if message["kind"] == "liquidatable":
@@ -86,7 +104,7 @@ async def measure(seconds: float) -> dict[str, Any]:
                        "refused_pct": round(100 * details.get("refused", 0) / attempts, 2) if attempts else None},
         "warnings": {"positions": len(warnings), "total": sum(map(len, warnings.values())),
                      "max_per_position": max(map(len, warnings.values()), default=0),
-                     "same_severity_repeats": repeats},
+                     "same_severity_repeats": repeats, "repeats_without_seen_recovery": unexplained_repeats},
         "liquidation_events": dict(events),
         "tick_to_event_ms": {"p50": _percentile(latencies, 0.5), "p99": _percentile(latencies, 0.99),
                              "n": len(latencies)},
