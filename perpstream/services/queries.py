@@ -15,8 +15,10 @@ the way topics do.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
+
+import trio
 
 from actors import Policy, Topic
 from perpstream.domain import PriceUpdate
@@ -44,6 +46,7 @@ class MarketQueries:
     def __init__(self, now_ms: Callable[[], int]) -> None:
         self._now_ms = now_ms
         self._cores: dict[str, MarketCore] = {}
+        self._registered = trio.Event()  # set (and replaced) whenever a market registers
         #: Every market's liquidation events (``LiquidationEvent``) as typed values, in the tick
         #: they happen, for in-process bots. Queued: a subscriber that falls
         #: ``LIQUIDATION_EVENT_BUFFER`` behind is closed, never skipped silently.
@@ -62,6 +65,8 @@ class MarketQueries:
 
     def register(self, core: MarketCore) -> None:
         self._cores[core.market_id] = core
+        self._registered.set()
+        self._registered = trio.Event()
 
     def withdraw(self, core: MarketCore) -> None:
         """Forget ``core`` unless a newer incarnation has replaced it already."""
@@ -78,6 +83,14 @@ class MarketQueries:
 
     def available(self, market_id: str) -> bool:
         return market_id in self._cores
+
+    async def wait_available(self, market_ids: Iterable[str], timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for every market to be running (a restart takes a moment)."""
+        wanted = tuple(market_ids)
+        with trio.move_on_after(timeout_s):
+            while not all(self.available(m) for m in wanted):
+                await self._registered.wait()
+        return all(self.available(m) for m in wanted)
 
     def oracle_price(self, market_id: str) -> PriceUpdate | None:
         """The newest oracle price, as the feed delivered it (None before the first)."""

@@ -16,6 +16,8 @@ from perpstream.web.context import AppContext
 __all__ = ["add_rest_routes", "json_response"]
 
 _MAX_PAGE = 1000
+# How long a positions request waits for a restarting market before 503.
+_RESTART_WAIT_S = 2.0
 
 
 def json_response(body: str | object, status: int = 200) -> Response:
@@ -92,6 +94,7 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
             address = parse_address(user_address)
         except BadStreamParameter as exc:
             return _error(400, exc.code, exc.message)
+        await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
         views: list[PositionView] = []
         for market_id in context.market_ids:
             try:
@@ -118,6 +121,7 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
             return _error(400, "invalid_parameter", f"limit must be between 1 and {_MAX_PAGE}")
         after = request.args.get("after", "")
         rows: list[tuple[str, str, PositionView]] = []
+        await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
         for market_id in context.market_ids:
             try:
                 positions = _queries(context).positions(market_id)
