@@ -195,12 +195,20 @@ def _default_markets() -> tuple[MarketConfig, ...]:
 
 
 @attrs.frozen
+class RiskConfig:
+    #: A warned position is warned again at the same or a milder level only
+    #: once its health is back at 1.2 + this (one warning per episode).
+    warning_rearm_margin: Decimal = Decimal("0.05")
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     feed: FeedConfig = FeedConfig()
     chain: ChainConfig = ChainConfig()
     streams: StreamsConfig = StreamsConfig()
+    risk: RiskConfig = RiskConfig()
     ws: WebSocketConfig = WebSocketConfig()
     sessions: SessionsConfig = SessionsConfig()
     debug: DebugConfig = DebugConfig()

@@ -100,6 +100,16 @@ class PriceUpdate(Message):
 
 
 @attrs.frozen(kw_only=True)
+class EventRef:
+    """Where a chain event sits; clients dedupe on ``(tx_hash, log_index)``."""
+
+    block_number: int
+    block_hash: str
+    tx_hash: str
+    log_index: int
+
+
+@attrs.frozen(kw_only=True)
 class PositionView:
     """One position as the positions stream shows it."""
 
@@ -117,6 +127,14 @@ class PositionView:
     health_factor: Decimal | None
     liquidation_price: Decimal | None
     stale: bool = False
+    #: Health at the edge of the oracle's confidence band (P − σ long, P + σ
+    #: short): an early signal, not the contract's verdict.
+    health_factor_conservative: Decimal | None = None
+    #: The contract's verdict at ``mark_price`` (False without a fresh price).
+    liquidatable: bool = False
+    #: The chain event that produced this state, and whether it is final yet.
+    last_event: EventRef | None = None
+    finality: str | None = None  # pending | final
 
 
 @attrs.frozen(kw_only=True)
@@ -138,16 +156,9 @@ class LiquidationWarning(Message):
     liquidation_price: Decimal
     mark_price: Decimal
     severity: str  # warning | critical | liquidatable
-
-
-@attrs.frozen(kw_only=True)
-class EventRef:
-    """Where a chain event sits; clients dedupe on ``(tx_hash, log_index)``."""
-
-    block_number: int
-    block_hash: str
-    tx_hash: str
-    log_index: int
+    health_factor_conservative: Decimal | None = None
+    liquidatable: bool = False
+    update_data: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -209,6 +220,10 @@ class Candidate:
     distance_pct: Decimal | None
     potential_reward: Decimal
     liquidatable: bool
+    health_factor_conservative: Decimal | None = None
+    equity: Decimal | None = None
+    maintenance_margin: Decimal | None = None
+    update_data: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -218,6 +233,39 @@ class LiquidationAlert(Message):
     candidates: tuple[Candidate, ...]
     total_at_risk: int
     total_liquidatable: int
+
+
+@attrs.frozen(kw_only=True)
+class LiquidationEvent(Message):
+    """A position's liquidatability changed, market-wide, in the tick that changed it.
+
+    ``kind``: ``liquidatable`` (the contract would accept ``liquidate`` at
+    ``mark_price``), ``recovered`` (no longer), ``closed`` (closed by its owner
+    while liquidatable) or ``liquidated`` (on chain; ``event`` and
+    ``liquidator`` say where and by whom). ``id`` is unique per event; the
+    same event seen twice (two subscriptions, a replay) has the same id.
+    Risk fields are the contract's view at ``mark_price`` (null when the
+    market has no price).
+    """
+
+    type: ClassVar[str] = "liquidation_event"
+    id: str
+    kind: str  # liquidatable | recovered | closed | liquidated
+    user_address: str
+    market_id: str
+    position_id: str
+    side: str
+    size: Decimal
+    equity: Decimal | None
+    maintenance_margin: Decimal | None
+    shortfall: Decimal | None
+    health_factor: Decimal | None
+    mark_price: Decimal | None
+    potential_reward: Decimal | None
+    publish_time: int | None
+    update_data: tuple[str, ...] = ()
+    event: EventRef | None = None
+    liquidator: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -59,7 +59,14 @@ const stream = new PerpStream(
         );
         return;
       }
-      if (message.type === "funding_rate_update") return;
+      if (message.type === "liquidation_event") {
+        if (message.user_address === account) {
+          console.log(`LIQUIDATION ${message.kind} ${message.market_id} ${message.position_id.slice(0, 10)} ` +
+            `health ${message.health_factor} shortfall ${message.shortfall}`);
+        }
+        return;
+      }
+      if (!message.type.startsWith("position_")) return; // a type this client does not know: ignore it
       const verdict = events.see(message);
       const where = `${message.event.tx_hash.slice(0, 10)}:${message.event.log_index}`;
       if (verdict === "duplicate") {

@@ -249,6 +249,9 @@ class Client:
         elif kind == "liquidation_warning":
             self.emit(name, f"WARNING {message['severity']} {message['position_id'][:10]} "
                             f"health {message['health_factor']}")
+        elif kind == "liquidation_event":
+            self.emit(name, f"LIQUIDATION {message['kind']} {message['position_id'][:10]} "
+                            f"health {message['health_factor']} reward {message['potential_reward']}")
         elif kind == "funding_rate_update":
             self.emit(name, f"funding {message['previous_funding_rate']} -> {message['funding_rate']} "
                             f"({message['source']})")

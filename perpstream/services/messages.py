@@ -1,6 +1,8 @@
 """Mailbox messages between the service's actors.
 
 Requests carry their :class:`actors.Reply`; everything else is fire-and-forget.
+Readers that only want values use the query interface
+(:mod:`perpstream.services.queries`) instead of a request.
 """
 
 from __future__ import annotations
@@ -10,16 +12,12 @@ import attrs
 from actors import Reply
 from perpstream.chain.events import IndexedEvent
 from perpstream.domain import PriceUpdate
-from perpstream.protocol import Candidate, MarketStats, Message, PositionView
-from perpstream.protocol import PriceUpdate as PriceMessage
+from perpstream.protocol import Candidate, Message, PositionView
 
 __all__ = [
     "ChainDelivery",
-    "GetCandidates",
-    "GetMarketState",
     "GetUserPositions",
     "MarketCandidates",
-    "MarketState",
     "PriceTick",
     "UserEvent",
     "UserPositions",
@@ -70,23 +68,3 @@ class MarketCandidates:
     total_liquidatable: int
 
 
-@attrs.frozen
-class GetCandidates:
-    limit: int
-    reply: Reply[MarketCandidates]
-
-
-@attrs.frozen
-class MarketState:
-    """What REST and readiness need to know about a market right now."""
-
-    market_id: str
-    stats: MarketStats
-    price: PriceMessage | None
-    positions: tuple[tuple[str, PositionView], ...] = ()  # (address, view) when asked for
-
-
-@attrs.frozen
-class GetMarketState:
-    reply: Reply[MarketState]
-    with_positions: bool = False

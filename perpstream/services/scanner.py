@@ -1,9 +1,11 @@
 """LiquidationScanner: the most-at-risk positions across every market.
 
-Every ``liquidations_interval_ms`` it asks each market for its lowest-health
-positions (each market answers from its liquidation index, without a scan),
-merges them, and publishes one ``liquidation_alert``: the top candidates,
-lowest health first, with each one's potential keeper reward.
+Every ``liquidations_interval_ms`` it reads each market's lowest-health
+positions through the query interface (each market answers from its
+liquidation index, without a scan), merges them, and publishes one
+``liquidation_alert``: the top candidates, lowest health first, with each
+one's potential keeper reward. The markets themselves publish the
+``liquidation_event`` messages on the same stream, in the tick that crossed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from decimal import Decimal
 
 import trio
 
-from actors import Actor, ActorContext, ActorNotFound, RequestTimeout
+from actors import Actor, ActorContext
 from perpstream.clock import WallClock
 from perpstream.protocol import Candidate, Channel, LiquidationAlert
-from perpstream.services.messages import GetCandidates, MarketCandidates
-from perpstream.services.topics import StreamTopics, market_name
+from perpstream.services.messages import MarketCandidates
+from perpstream.services.queries import MarketQueries, MarketUnavailable
+from perpstream.services.topics import StreamTopics
 from perpstream.streams import StreamKey
 
 __all__ = ["LiquidationScanner"]
@@ -46,21 +49,19 @@ class LiquidationScanner(Actor):
         limit: int,
         event_buffer: int,
         clock: WallClock,
-        request_timeout_s: float = 2.0,
     ) -> None:
         self.markets = tuple(markets)
         self.interval_ms = interval_ms
         self.limit = limit
         self.event_buffer = event_buffer
         self.clock = clock
-        self.request_timeout_s = request_timeout_s
         self.latest: LiquidationAlert | None = None
         self.scans = 0
-        self._ctx: ActorContext | None = None
+        self._queries: MarketQueries | None = None
         self._topics: StreamTopics | None = None
 
     async def setup(self, ctx: ActorContext) -> None:
-        self._ctx = ctx
+        self._queries = MarketQueries.of(ctx.registry, self.clock.now_ms)
         self._topics = StreamTopics.of(ctx, StreamKey(Channel.LIQUIDATIONS), self.event_buffer)
         await self.scan()
         ctx.nursery.start_soon(self._scan_periodically)
@@ -78,19 +79,17 @@ class LiquidationScanner(Actor):
             await trio.sleep(self.interval_ms / 1000)
             await self.scan()
 
-    async def _ask(self, market_id: str) -> MarketCandidates | None:
-        assert self._ctx is not None
+    def _ask(self, market_id: str) -> MarketCandidates | None:
+        assert self._queries is not None
         try:
-            return await self._ctx.registry.ref(market_name(market_id)).request(
-                lambda reply: GetCandidates(self.limit, reply), timeout=self.request_timeout_s
-            )
-        except (RequestTimeout, ActorNotFound):
-            log.info("scanner: market %s did not answer; left out of this alert", market_id)
+            return self._queries.candidates(market_id, self.limit)
+        except MarketUnavailable:
+            log.info("scanner: market %s is unavailable; left out of this alert", market_id)
             return None
 
     async def scan(self) -> None:
         """Merge every market's candidates and publish one alert."""
-        answers = [a for a in [await self._ask(m) for m in self.markets] if a is not None]
+        answers = [a for a in [self._ask(m) for m in self.markets] if a is not None]
         candidates = sorted((c for a in answers for c in a.candidates), key=_rank)[: self.limit]
         alert = LiquidationAlert(
             candidates=tuple(candidates),

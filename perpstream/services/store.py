@@ -18,17 +18,24 @@ __all__ = ["MemoryPositionStore", "PositionSource"]
 
 class PositionSource(Protocol):
     def snapshot(self, market_id: str | None = None) -> StoreSnapshot:
-        """Cursor, open positions and funding as of one commit."""
+        """Cursor, open positions, funding and ``delivered_through`` as of one commit."""
         ...
 
 
 class MemoryPositionStore:
-    """An in-memory position source with set-semantics updates."""
+    """An in-memory position source with set-semantics updates.
+
+    ``delivered_through`` is the outbox seq of the newest delivery its state
+    reflects, as :attr:`StoreSnapshot.delivered_through` is for the real
+    store; a test that fills the store by hand sets it to say which
+    deliveries a market rebuilt from it must still apply.
+    """
 
     def __init__(self) -> None:
         self.positions: dict[str, StoredPosition] = {}
         self.funding: dict[str, StoredFunding] = {}
         self.cursor: Cursor | None = None
+        self.delivered_through = 0
 
     def put(self, position: StoredPosition) -> None:
         self.positions[position.position_id] = position
@@ -41,4 +48,5 @@ class MemoryPositionStore:
             cursor=self.cursor,
             positions=[p for p in self.positions.values() if market_id in (None, p.market_id)],
             funding=[f for f in self.funding.values() if market_id in (None, f.market_id)],
+            delivered_through=self.delivered_through,
         )

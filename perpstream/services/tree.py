@@ -64,6 +64,7 @@ def build_tree(
         market_stats_interval_ms=streams.market_stats_interval_ms,
         stale_after_ms=config.feed.stale_after_ms,
         event_buffer=config.ws.event_buffer,
+        warning_rearm_margin=config.risk.warning_rearm_margin,
     )
     markets = [
         ChildSpec(

@@ -5,22 +5,32 @@ goes on the wire is rounded here, once, to places a reader can use: ratios
 to 6 places, prices derived by division to 8, percentages to 4, and money
 that funding accrual touches (funding owed, equity) to the chain's 18.
 Inputs (sizes, collateral, entry prices) go out with every digit they have.
+A contract health factor is rounded down, so a position the contract would
+liquidate never shows a health of 1.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import TypeAlias
 
-from perpstream.domain import MarketParams, Position, PositionRisk, Side, position_risk
-from perpstream.chain.events import StoredPosition
-from perpstream.protocol import Candidate, PositionView
+from perpstream.chain.events import EventMeta, Finality, StoredPosition
+from perpstream.domain import MarketParams, Position, PositionRisk, PriceUpdate, Side, decimal_context, position_risk
+from perpstream.domain.contract_risk import ContractRisk, contract_risk
+from perpstream.protocol import Candidate, EventRef, PositionView
 
 __all__ = [
+    "Settlement",
     "candidate_view",
+    "health_places",
     "position_from_stored",
     "position_view",
     "round_places",
+    "update_data_hex",
 ]
+
+#: A position's last chain event and its finality (None before any is known).
+Settlement: TypeAlias = tuple[EventMeta | None, Finality | None]
 
 def round_places(value: Decimal | None, places: int) -> Decimal | None:
     """Round half-even to ``places`` decimals, then drop trailing zeros on the wire."""
@@ -43,60 +53,95 @@ def position_from_stored(stored: StoredPosition) -> Position:
     )
 
 
+def _ref(meta: EventMeta | None) -> EventRef | None:
+    if meta is None:
+        return None
+    return EventRef(block_number=meta.block_number, block_hash=meta.block_hash,
+                    tx_hash=meta.tx_hash, log_index=meta.log_index)
+
+
+def update_data_hex(update: PriceUpdate | None) -> tuple[str, ...]:
+    """The oracle update a transaction submits with this price, as 0x-hex strings."""
+    return () if update is None else tuple("0x" + blob.hex() for blob in update.update_data)
+
+
+def health_places(value: Decimal | None) -> Decimal | None:
+    """A contract health factor to 6 places, rounded down so that ``< 1`` survives rounding."""
+    if value is None:
+        return None
+    return value.quantize(Decimal("0.000001"), rounding=ROUND_FLOOR)
+
+
 def position_view(
     position: Position,
     *,
-    price: Decimal | None,
-    confidence: Decimal,
+    update: PriceUpdate | None,
     funding_index: Decimal,
+    chain_funding_index: Decimal,
     params: MarketParams,
     stale: bool,
+    settlement: Settlement,
 ) -> PositionView:
-    """One position for the positions stream; risk fields are null without a price."""
-    if price is None:
+    """One position for the positions stream; risk fields are null without a price.
+
+    Money (PnL, funding owed, equity, leverage) accrues funding to now
+    (``funding_index``); ``health_factor``, ``liquidation_price`` and
+    ``liquidatable`` are the contract's view (:mod:`~perpstream.domain.contract_risk`).
+    """
+    last_event, finality = settlement
+    common = {
+        "position_id": position.position_id, "market_id": position.market_id, "side": position.side.value,
+        "size": position.size, "entry_price": position.entry_price, "collateral": position.collateral,
+        "last_event": _ref(last_event), "finality": finality,
+    }
+    if update is None:
         return PositionView(
-            position_id=position.position_id, market_id=position.market_id, side=position.side.value,
-            size=position.size, entry_price=position.entry_price, mark_price=None,
-            collateral=position.collateral, unrealized_pnl=None, funding_owed=None, equity=None,
+            **common, mark_price=None, unrealized_pnl=None, funding_owed=None, equity=None,  # type: ignore[arg-type]
             leverage=None, health_factor=None, liquidation_price=None, stale=True,
         )
-    risk = position_risk(position, price, confidence, funding_index, params)
+    price = update.price.value
+    risk = position_risk(position, price, update.price.confidence, funding_index, params)
+    verdict = contract_risk(position, update.price, chain_funding_index, params)
     return PositionView(
-        position_id=position.position_id,
-        market_id=position.market_id,
-        side=position.side.value,
-        size=position.size,
-        entry_price=position.entry_price,
+        **common,  # type: ignore[arg-type]
         mark_price=price,
-        collateral=position.collateral,
         unrealized_pnl=round_places(risk.unrealized_pnl, 18),
         funding_owed=round_places(risk.funding_owed, 18),
         equity=round_places(risk.equity, 18),
         leverage=round_places(risk.leverage, 6),
-        health_factor=round_places(risk.health_factor, 6),
-        liquidation_price=round_places(risk.liquidation_price, 8),
+        health_factor=health_places(verdict.health_factor),
+        liquidation_price=round_places(verdict.liquidation_price, 8),
         stale=stale,
+        health_factor_conservative=round_places(risk.health_factor, 6),
+        liquidatable=verdict.liquidatable and not stale,
     )
 
 
 def candidate_view(
     position: Position,
-    risk: PositionRisk,
+    verdict: ContractRisk,
+    conservative: PositionRisk,
     *,
-    liquidatable: bool,
+    stale: bool,
+    update: PriceUpdate,
 ) -> Candidate:
-    """One liquidation candidate for the liquidations stream."""
+    """One liquidation candidate for the liquidations stream (the contract's view at P)."""
+    with decimal_context():
+        distance = abs(verdict.mark_price - verdict.liquidation_price) * 100 / verdict.mark_price
     return Candidate(
         position_id=position.position_id,
         user_address=position.account,
         market_id=position.market_id,
         side=position.side.value,
         size=position.size,
-        health_factor=round_places(risk.health_factor, 6),
-        liquidation_price=round_places(risk.liquidation_price, 8),
-        mark_price=risk.mark_price,
-        distance_pct=round_places(risk.distance_pct, 4),
-        potential_reward=round_places(risk.potential_reward, 8) or Decimal(0),
-        liquidatable=liquidatable,
+        health_factor=health_places(verdict.health_factor),
+        liquidation_price=round_places(verdict.liquidation_price, 8),
+        mark_price=verdict.mark_price,
+        distance_pct=round_places(distance, 4),
+        potential_reward=verdict.potential_reward,
+        liquidatable=verdict.liquidatable and not stale,
+        health_factor_conservative=round_places(conservative.health_factor, 6),
+        equity=verdict.equity,
+        maintenance_margin=verdict.maintenance_margin,
+        update_data=update_data_hex(update),
     )
-

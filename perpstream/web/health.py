@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from actors import ActorNotFound, RequestTimeout
-from perpstream.services.messages import GetMarketState, MarketState
-from perpstream.services.topics import market_name
+from perpstream.services.queries import MarketQueries, MarketUnavailable
 from perpstream.web.context import AppContext
 
 __all__ = ["install_health", "walk_actors"]
@@ -30,18 +28,17 @@ def walk_actors(node: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
 def _markets_check(context: AppContext) -> Callable[[], Awaitable[list[str]]]:
     async def check() -> list[str]:
         reasons = []
+        queries = MarketQueries.of(context.registry, context.clock.now_ms)
         for market_id in context.market_ids:
             try:
-                state: MarketState = await context.registry.ref(market_name(market_id)).request(
-                    lambda reply: GetMarketState(reply), timeout=1.0
-                )
-            except (RequestTimeout, ActorNotFound):
-                reasons.append(f"market {market_id} is not answering")
+                price = queries.price_message(market_id)
+            except MarketUnavailable:
+                reasons.append(f"market {market_id} is not running")
                 continue
-            if state.price is None:
+            if price is None:
                 reasons.append(f"market {market_id} has no price yet")
-            elif state.price.stale:
-                reasons.append(f"market {market_id} price is stale (age {state.price.age_ms} ms)")
+            elif price.stale:
+                reasons.append(f"market {market_id} price is stale (age {price.age_ms} ms)")
         return reasons
 
     return check

@@ -8,17 +8,16 @@ from decimal import Decimal
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from actors import ActorNotFound, RequestTimeout
 from perpstream.protocol import Channel, Frame, PositionsUpdate, PositionView, encode, to_data
-from perpstream.services.messages import GetMarketState, GetUserPositions, MarketState, UserPositions
-from perpstream.services.topics import market_name
+from perpstream.services.queries import MarketQueries, MarketUnavailable
 from perpstream.streams import BadStreamParameter, StreamKey, parse_address, parse_market_id
 from perpstream.web.context import AppContext
 
 __all__ = ["add_rest_routes", "json_response"]
 
-_REQUEST_TIMEOUT = 2.0
 _MAX_PAGE = 1000
+# How long a positions request waits for a restarting market before 503.
+_RESTART_WAIT_S = 2.0
 
 
 def json_response(body: str | object, status: int = 200) -> Response:
@@ -35,6 +34,25 @@ def _latest_json(context: AppContext, key: StreamKey) -> object:
     return None if frame is None else json.loads(frame.json())
 
 
+def _queries(context: AppContext) -> MarketQueries:
+    return MarketQueries.of(context.registry, context.clock.now_ms)
+
+
+def _market_json(context: AppContext, market_id: str, channel: Channel) -> object:
+    """The market's price (its age computed now) or stats, as the stream would send them now.
+
+    While the market is restarting, the stream's last snapshot stands in.
+    """
+    queries = _queries(context)
+    try:
+        message = queries.price_message(market_id) if channel is Channel.PRICES else queries.stats(market_id)
+    except MarketUnavailable:
+        return _latest_json(context, StreamKey(channel, market_id))
+    if message is None:
+        return None
+    return json.loads(encode(message, channel=channel, ts=context.clock.now_ms(), key=("market_id", market_id)).json())
+
+
 def _market_body(context: AppContext, market_id: str) -> dict[str, object]:
     market = context.config.market(market_id)
     assert market is not None
@@ -45,18 +63,9 @@ def _market_body(context: AppContext, market_id: str) -> dict[str, object]:
         "max_leverage": str(market.max_leverage),
         "maintenance_margin_ratio": str(market.maintenance_margin_ratio),
         "liquidation_fee_ratio": str(market.liquidation_fee_ratio),
-        "price": _latest_json(context, StreamKey(Channel.PRICES, market.id)),
-        "stats": _latest_json(context, StreamKey(Channel.MARKET_STATS, market.id)),
+        "price": _market_json(context, market.id, Channel.PRICES),
+        "stats": _market_json(context, market.id, Channel.MARKET_STATS),
     }
-
-
-async def _market_state(context: AppContext, market_id: str) -> MarketState | None:
-    try:
-        return await context.registry.ref(market_name(market_id)).request(
-            lambda reply: GetMarketState(reply, with_positions=True), timeout=_REQUEST_TIMEOUT
-        )
-    except (RequestTimeout, ActorNotFound):
-        return None
 
 
 def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
@@ -85,15 +94,13 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
             address = parse_address(user_address)
         except BadStreamParameter as exc:
             return _error(400, exc.code, exc.message)
-        views = []
+        await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
+        views: list[PositionView] = []
         for market_id in context.market_ids:
             try:
-                answer: UserPositions = await context.registry.ref(market_name(market_id)).request(
-                    lambda reply: GetUserPositions(address, reply), timeout=_REQUEST_TIMEOUT
-                )
-            except (RequestTimeout, ActorNotFound):
-                return _error(503, "market_unavailable", f"market {market_id} did not answer")
-            views.extend(answer.views)
+                views.extend(_queries(context).positions_of(address, market_id))
+            except MarketUnavailable:
+                return _error(503, "market_unavailable", f"market {market_id} is unavailable")
         message = PositionsUpdate(
             positions=tuple(views),
             total_collateral=sum((v.collateral for v in views), Decimal(0)),
@@ -114,11 +121,13 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
             return _error(400, "invalid_parameter", f"limit must be between 1 and {_MAX_PAGE}")
         after = request.args.get("after", "")
         rows: list[tuple[str, str, PositionView]] = []
+        await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
         for market_id in context.market_ids:
-            state = await _market_state(context, market_id)
-            if state is None:
-                return _error(503, "market_unavailable", f"market {market_id} did not answer")
-            rows.extend((view.position_id, address, view) for address, view in state.positions)
+            try:
+                positions = _queries(context).positions(market_id)
+            except MarketUnavailable:
+                return _error(503, "market_unavailable", f"market {market_id} is unavailable")
+            rows.extend((view.position_id, address, view) for address, view in positions)
         rows.sort(key=lambda row: row[0])
         remaining = [row for row in rows if row[0] > after]
         page = remaining[:limit]

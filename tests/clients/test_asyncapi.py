@@ -38,7 +38,7 @@ CONTRACT_TYPES = {
 # Every type the stormy demo reliably produces within seconds. position_reverted
 # needs a chain reorg, which the embedded demo never makes; the encoder's own
 # output stands in for it below.
-LIVE_TYPES = CONTRACT_TYPES - {"position_reverted"} | {"position_modified", "subscribed", "unsubscribed"}
+LIVE_TYPES = CONTRACT_TYPES - {"position_reverted"} | {"position_modified", "subscribed", "unsubscribed", "liquidation_event"}
 
 
 @pytest.fixture(scope="module")

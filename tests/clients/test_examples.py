@@ -48,9 +48,14 @@ async def test_the_js_examples_stream_monitor_and_pick_liquidations(tmp_path: Pa
             prices = await start_program(nursery, [node, "prices.js", url, "eth-usdc-perp", "--duration", "4"], cwd=JS)
             positions = await start_program(nursery, [node, "positions.js", url, account.lower(), "--duration", "5"],
                                             cwd=JS)
-            bot = await start_program(nursery, [node, "liquidation-bot.js", url, "--duration", "5"], cwd=JS)
-            picky_bot = await start_program(
-                nursery, [node, "liquidation-bot.js", url, "--min-reward", "1000000000", "--duration", "5"], cwd=JS)
+            bot = await start_program(nursery, [node, "liquidation-bot.js", url], cwd=JS)
+            picky_bot = await start_program(nursery, [node, "liquidation-bot.js", url, "--min-reward", "1000000000"],
+                                            cwd=JS)
+            # The bots run until a position has become liquidatable, however long the machine takes.
+            await bot.wait_for(r"^WOULD LIQUIDATE .* \(event\)$", timeout=90)
+            await picky_bot.wait_for(r"^SKIP 0x[0-9a-f]{64} \(event\): reward ", timeout=90)
+            for program in (bot, picky_bot):
+                program.process.send_signal(signal.SIGINT)
             for program in (prices, positions, bot, picky_bot):
                 assert await program.wait() == 0, program.output()
 
@@ -64,11 +69,12 @@ async def test_the_js_examples_stream_monitor_and_pick_liquidations(tmp_path: Pa
     assert positions.matching(r"^event position_\w+ \S+ 0x[0-9a-f]{8} 0x[0-9a-f]{8}:\d+ (new|finalized)$"), \
         positions.output()
 
-    acted = bot.matching(r"^WOULD LIQUIDATE 0x[0-9a-f]{64} of 0x[0-9a-fA-F]{40} on \S+ \((long|short) ")
+    acted = bot.matching(r"^WOULD LIQUIDATE 0x[0-9a-f]{64} of 0x[0-9a-fA-F]{40} on \S+ \((long|short) .* "
+                         r"with \d+ oracle update\(s\)")
     assert acted, bot.output()
     assert len(acted) == len(set(line.split()[2] for line in acted))  # each position once (cooldown)
-    alerts = picky_bot.matching(r"^alert seq \d+: \d+ candidates")
-    assert alerts and all(line.endswith(" 0 to act on") for line in alerts), picky_bot.output()
+    assert bot.matching(r"^event liquidatable 0x[0-9a-f]{64} on \S+ health (-?\d+\.\d+|null)$"), bot.output()
+    assert picky_bot.matching(r"^alert seq \d+: \d+ candidates"), picky_bot.output()
     assert not picky_bot.matching("WOULD LIQUIDATE")
 
 
