@@ -14,6 +14,7 @@ from perpstream.chain import (
     PositionOpened,
     RawLog,
     ReorgTooDeepError,
+    StoredPosition,
 )
 
 from .helpers import BTC, ETH, Recorder, assert_store_matches_contract, d, make_indexer, poll_until_caught_up
@@ -65,7 +66,12 @@ async def test_reorg_rolls_state_back_and_forward(chain: DevChain, db_path: Path
     assert [x.event for x in changes[:depth]] == undone[::-1]  # newest first
     assert changes[-1].event == replacement.events[0]
     # each undo hands back the record as it was before that event
-    assert changes[depth - 1].restored == next(p for p in before.positions if p.position_id == position_id)
+    # (with the finality its own last event has at the time of the undo)
+    restored = changes[depth - 1].restored
+    assert isinstance(restored, StoredPosition)
+    assert attrs.evolve(restored, finality="pending") == next(
+        p for p in before.positions if p.position_id == position_id)
+    assert changes[depth - 1].before == restored
     if depth >= 2:
         assert changes[depth - 2].restored == before.funding[0]
 
@@ -73,8 +79,9 @@ async def test_reorg_rolls_state_back_and_forward(chain: DevChain, db_path: Path
     await assert_store_matches_contract(chain, store)
     after = store.snapshot()
     assert after.funding == before.funding
+    # ... and the restored position's open event has become final meanwhile
     assert [p for p in after.positions if p.position_id == position_id] == [
-        p for p in before.positions if p.position_id == position_id
+        attrs.evolve(p, finality="final") for p in before.positions if p.position_id == position_id
     ]
 
     # the undone events never became final; everything else does, in order
