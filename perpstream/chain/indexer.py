@@ -213,6 +213,10 @@ class PollOutcome:
     reorged: bool = False
 
 
+# Polls in a row that may find the chain changing under them before it counts as a failure.
+_MAX_MOVED_POLLS = 5
+
+
 class _ChainMoved(Exception):
     """The chain changed while a poll was reading it; the next poll sorts it out."""
 
@@ -259,6 +263,7 @@ class Indexer:
         self._reset_on_mismatch = reset_on_mismatch
         self._shrink_grace_s = shrink_grace_s
         self._below_since: float | None = None  # trio time the head was first seen below the cursor
+        self._moved_in_a_row = 0  # polls in a row that saw the chain change under them
         self._decoder = decoder or EventDecoder(load_artifact().abi)
         self._sleep = sleep
         self._wall_clock = wall_clock
@@ -338,9 +343,17 @@ class Indexer:
             headers = await self._fetch_headers(max(first, final_upto), last, cursor)
             _check_logs_match_headers(logs, headers)
         except _ChainMoved as exc:
-            # Nothing is committed; the next poll sees the settled chain.
+            # Nothing is committed; the next poll normally sees the settled chain.
+            self._moved_in_a_row += 1
+            if self._moved_in_a_row >= _MAX_MOVED_POLLS:
+                # A node whose blocks do not link up poll after poll is not
+                # settling: back off like any failing node, and say so.
+                self._moved_in_a_row = 0
+                raise TransientChainError(
+                    f"the node's chain changed during {_MAX_MOVED_POLLS} polls in a row ({exc})") from exc
             log.info("chain changed during the poll (%s); polling again", exc)
             return PollOutcome(events=0, caught_up=True)
+        self._moved_in_a_row = 0
         events = self._decode(logs)
         batch = Batch(
             events=events,

@@ -148,3 +148,32 @@ async def test_head_below_the_cursor_waits_for_the_new_branch(chain: DevChain, d
     assert indexer.status.reorgs == 1
     assert [x.event for x in sink.deliveries if x.finality == "reverted"] == list(receipt.events)
     assert indexer.positions().funding(BTC) is None
+
+
+@attrs.define
+class UnlinkedHeadersClient:
+    """Serves headers whose parent hash is zero above ``from_block``, as Hardhat 2.29 does
+    for hardhat_mine's blocks once evm_revert has crossed them."""
+
+    inner: Any
+    from_block: int
+
+    async def get_block_header(self, number: int) -> Any:
+        header = await self.inner.get_block_header(number)
+        if header is not None and number > self.from_block:
+            return attrs.evolve(header, parent_hash="0x" + "00" * 32)
+        return header
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_chain_that_never_links_up_counts_as_failing(chain: DevChain, db_path: Path) -> None:
+    from perpstream.chain import TransientChainError
+
+    await chain.mine(10)
+    indexer, _ = make_indexer(chain, db_path, Recorder(), client=UnlinkedHeadersClient(chain.client(), 3))
+    outcomes = [await indexer.poll_once() for _ in range(4)]
+    assert all(o.caught_up and o.events == 0 for o in outcomes)  # a moving chain: poll again...
+    with pytest.raises(TransientChainError, match="changed during 5 polls in a row"):
+        await indexer.poll_once()  # ... but not for ever: the retry backoff and readiness take over
