@@ -310,7 +310,8 @@ class Indexer:
     def _halt(self, exc: Exception) -> None:
         self.status.halted = f"{type(exc).__name__}: {exc}"
         self.status.remedy = remedy_for(exc)
-        log.error("chain indexer stopped: %s. The way out: %s", self.status.halted, self.status.remedy)
+        way_out = "" if self.status.remedy in self.status.halted else f". The way out: {self.status.remedy}"
+        log.error("chain indexer stopped: %s%s", self.status.halted, way_out)
 
     async def poll_once(self) -> PollOutcome:
         """One step: check for a reorg, then read, apply and deliver one block range."""
