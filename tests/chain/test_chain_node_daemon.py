@@ -16,7 +16,8 @@ from perpstream.chain.embedded import OpenOrder
 from perpstream.cli import main
 from perpstream.daemon import run_daemon
 from perpstream.data_lock import DataDirLocked
-from perpstream.sources import index_path
+from perpstream.clock import WallClock
+from perpstream.sources import index_path, open_sources
 from tests.reliability.clients import daemon_with
 
 from .conftest import OnNode
@@ -117,3 +118,27 @@ async def test_a_second_daemon_on_the_data_dir_refuses_and_unlinks_nothing(hardh
         assert index.stat().st_size >= size
         await wait_readiness(daemon, ready=True)
     assert await trio.to_thread.run_sync(main, ["reindex", "--config", "/dev/null"]) == 0
+
+
+async def test_every_indexer_incarnation_shares_the_daemons_one_http_client(tmp_path: Path) -> None:
+    config = node_config(tmp_path, "http://127.0.0.1:1/", "0x" + "11" * 20)
+    async with open_sources(config, WallClock()) as sources:
+        [spec] = [c for c in sources.chain if c.name == "indexer"]
+        clients = [spec.factory()._client() for _ in range(3)]  # three incarnations' clients
+        shared = {id(c._http) for c in clients}
+        http = clients[0]._http
+        assert len(shared) == 1 and not http.is_closed
+        for client in clients:
+            await client.aclose()  # an incarnation ending leaves the daemon's client open
+        assert not http.is_closed
+    assert http.is_closed  # ... until the daemon ends
+
+
+def test_httpx_requests_are_not_logged_at_info() -> None:
+    import logging
+
+    from perpstream.logs import configure_logging
+
+    configure_logging("info")
+    for name in ("httpx", "httpcore"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO)
