@@ -12,7 +12,8 @@ spread evenly. The indexer reads it from block 0 four ways, each into a fresh
 index, all in this run:
 
 - baseline: straight to the node with ``max_block_range`` = the limit: the
-  fewest requests a client that already knew the limit would make;
+  fewest requests a client that already knew the limit would make; and the
+  same through the proxy refusing nothing, which is the proxy's own cost;
 - through a proxy that refuses spans over ``--limit`` blocks in 1rpc's words
   ("eth_getLogs is limited to 0 - 50 blocks range") and in Alchemy's (which
   also suggests a range), with the default ``max_block_range`` (2000): the
@@ -94,6 +95,17 @@ async def through(node: HardhatNode, provider: Provider, address: str, db: Path)
     return elapsed, events, span, sum(1 for call in proxy.get_logs if call[2])
 
 
+async def _through_forwarder(node: HardhatNode, address: str, db: Path, limit: int) -> tuple[float, int, int]:
+    """The proxy's own cost: it forwards everything, the indexer already knows the limit."""
+    proxy = RangeLimitProxy(node.url, Provider("forwarder", lambda first, last, logs: None))
+    async with trio.open_nursery() as nursery:
+        await proxy.up(nursery)
+        result = await catch_up(proxy.url, address, db, limit)
+        proxy.down()
+    await proxy.aclose()
+    return result
+
+
 async def reset_to_not_ready(node: HardhatNode, address: str, workdir: Path, resets: int) -> list[float]:
     delays = []
     for i in range(resets):
@@ -121,6 +133,8 @@ async def main(blocks: int, trades: int, limit: int, resets: int) -> None:
             print(f"backlog: {trades} opens in {head + 1} blocks on Hardhat's node; provider limit {limit} blocks\n")
             base_s, base_events, _ = await catch_up(node.url, address, workdir / "base.sqlite3", limit)
             rows = [("baseline: direct, max_block_range = limit", base_s, base_events, limit, 0)]
+            hop_s, hop_events, _ = await _through_forwarder(node, address, workdir / "hop.sqlite3", limit)
+            rows.append(("proxy, forwarding only, range = limit", hop_s, hop_events, limit, 0))
             for provider in span_providers(limit):
                 if provider.name not in ("1rpc", "alchemy", "scroll-geth"):
                     continue

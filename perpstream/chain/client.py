@@ -73,6 +73,9 @@ class RangeHint:
 
     span_limit: int | None = None  # blocks per request the provider serves at most
     suggested: tuple[int, int] | None = None  # (from, to) the provider says it would serve
+    #: The refusal is about the span itself (not the number of results), whether
+    #: or not it says the number: a span refused once is refused every time.
+    span_limited: bool = False
 
 
 class RangeTooLargeError(ChainError):

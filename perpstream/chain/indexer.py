@@ -134,16 +134,20 @@ class BlockRange:
     On a refusal it takes the node's word where there is one: a stated span
     limit lowers the ceiling for good (asking for more again would only be
     refused again), a suggested range (a result-count limit: the next range
-    may hold fewer logs) sets the next span only. A refusal that says
-    nothing halves the span. After ``grow_after`` successes in a row the
-    span doubles back toward the ceiling.
+    may hold fewer logs) sets the next span only. A refusal that names no
+    number halves the span; when it is still about the span itself, the
+    refused span bounds the ceiling, and growing back bisects between the
+    last span that worked and that bound instead of doubling into it again.
+    After ``grow_after`` successes in a row the span grows toward the ceiling.
     """
 
     maximum: int
-    grow_after: int = 3  # successful requests in a row before doubling
+    grow_after: int = 3  # successful requests in a row before growing
     current: int = attrs.field(init=False)
     ceiling: int = attrs.field(init=False)
     _successes: int = attrs.field(init=False, default=0)
+    _last_ok: int = attrs.field(init=False, default=0)  # the span of the newest success
+    _bisecting: bool = attrs.field(init=False, default=False)  # ceiling learnt from refusals alone
 
     def __attrs_post_init__(self) -> None:
         if self.maximum < 1:
@@ -157,17 +161,29 @@ class BlockRange:
         if limit is not None and limit < span:
             self.ceiling = min(self.ceiling, limit)
             self.current = self.ceiling
+            self._bisecting = False
             return
         suggested = hint.suggested
         if suggested is not None and suggested[0] == first and suggested[1] - suggested[0] + 1 < span:
             self.current = suggested[1] - suggested[0] + 1
             return
+        if hint.span_limited:
+            self.ceiling = max(1, min(self.ceiling, span - 1))
+            self._bisecting = True
+            if 0 < self._last_ok <= self.ceiling:
+                self.current = self._last_ok
+                return
         self.current = max(1, span // 2)
 
-    def succeeded(self) -> None:
+    def succeeded(self, span: int | None = None) -> None:
+        """A request of ``span`` blocks (default: the current span) was served."""
+        self._last_ok = self.current if span is None else span
         self._successes += 1
         if self._successes >= self.grow_after and self.current < self.ceiling:
-            self.current = min(self.ceiling, self.current * 2)
+            if self._bisecting:
+                self.current = (self.current + self.ceiling + 1) // 2
+            else:
+                self.current = min(self.ceiling, self.current * 2)
             self._successes = 0
 
 
@@ -435,7 +451,7 @@ class Indexer:
                 log.info("eth_getLogs refused %d blocks (%s); trying %d", span, exc, self._range.current)
                 last = first + self._range.current - 1
                 continue
-            self._range.succeeded()
+            self._range.succeeded(last - first + 1)
             self.status.block_range = self._range.current
             return logs, last
 

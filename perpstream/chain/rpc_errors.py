@@ -66,6 +66,11 @@ _SPAN_LIMITS = (
     re.compile(r"block range greater than ([\d,]+)", re.IGNORECASE),  # geth --rpc.rangelimit
 )
 _SPAN_BOUNDS = re.compile(r"limited to (\d+) ?- ?(\d+) blocks? range", re.IGNORECASE)  # 1rpc
+# A refusal of the span itself, said without a number (Scroll's geth, Ankr, Polygon).
+_SPAN_WORDING = re.compile(
+    r"block range (is )?(too wide|too large|larger than|bigger than|greater than)|max(imum)? ?block ?range",
+    re.IGNORECASE,
+)
 # A range the provider says it would serve: decimal "a-b" or hex "[0x.., 0x..]".
 _SUGGESTED_DECIMAL = re.compile(r"retry with the range (\d+) ?- ?(\d+)", re.IGNORECASE)  # reth, dRPC
 _SUGGESTED_HEX = re.compile(r"\[\s*(0x[0-9a-f]+)\s*,\s*(0x[0-9a-f]+)\s*\]", re.IGNORECASE)  # Alchemy
@@ -121,7 +126,8 @@ def range_hint(error: Mapping[str, Any]) -> RangeHint:
         suggested = (int(hexadecimal.group(1), 16), int(hexadecimal.group(2), 16))
     if suggested is not None and suggested[1] < suggested[0]:
         suggested = None
-    return RangeHint(span_limit=span_limit, suggested=suggested)
+    span_limited = span_limit is not None or _SPAN_WORDING.search(text) is not None
+    return RangeHint(span_limit=span_limit, suggested=suggested, span_limited=span_limited)
 
 
 def rpc_error(method: str, error: Mapping[str, Any]) -> ChainError:

@@ -187,20 +187,20 @@ async def test_unsupported_url_is_fatal() -> None:
 # The wordings behind defect 3, verbatim from public sources, and what each one says would work.
 PROVIDER_REFUSALS = [
     ({"code": -32602, "message": "query exceeds max block range 5000"},  # reth
-     RangeHint(span_limit=5000)),
+     RangeHint(span_limit=5000, span_limited=True)),
     ({"code": -32602, "message": "query exceeds max results 20000, retry with the range 22382105-22382515"},  # reth
      RangeHint(suggested=(22382105, 22382515))),
     ({"code": -32600, "message": "You can make eth_getLogs requests with up to a 500 block range. Based on your "
       "parameters, this block range should work: [0x1312d00, 0x1312ef3]"},  # Alchemy
-     RangeHint(span_limit=500, suggested=(0x1312D00, 0x1312EF3))),
+     RangeHint(span_limit=500, suggested=(0x1312D00, 0x1312EF3), span_limited=True)),
     ({"code": -32602, "message": "eth_getLogs is limited to 0 - 50 blocks range"},  # 1rpc
-     RangeHint(span_limit=50)),
+     RangeHint(span_limit=50, span_limited=True)),
     ({"code": 35, "message": "ranges over 10000 blocks are not supported on freetier"},  # dRPC
-     RangeHint(span_limit=10000)),
+     RangeHint(span_limit=10000, span_limited=True)),
     ({"code": -32000, "message": "block range is bigger than maxBlockRange"},  # Scroll's geth
-     RangeHint()),
+     RangeHint(span_limited=True)),
     ({"code": -32614, "message": "eth_getLogs is limited to a 10,000 range"},  # QuickNode
-     RangeHint(span_limit=10000)),
+     RangeHint(span_limit=10000, span_limited=True)),
 ]
 
 
@@ -223,3 +223,16 @@ def test_block_range_takes_the_hint() -> None:
     assert (result_capped.current, result_capped.ceiling) == (100, 2000)
     result_capped.refused(100, RangeHint(suggested=(99, 120)), first=10)  # a range for another start
     assert result_capped.current == 50  # ... is no hint for this one: halve
+
+
+def test_a_span_refusal_without_a_number_is_bisected_not_doubled_into() -> None:
+    span = BlockRange(2000, grow_after=1)
+    refused_spans = []
+    for _ in range(40):  # a provider that serves 50 blocks and says only "too wide"
+        if span.current > 50:
+            refused_spans.append(span.current)
+            span.refused(span.current, RangeHint(span_limited=True))
+        else:
+            span.succeeded()
+    assert span.current == span.ceiling == 50
+    assert len(refused_spans) <= 10  # halving down, then a bisection (doubling kept hitting the wall)
