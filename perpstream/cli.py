@@ -1,4 +1,4 @@
-"""The ``perpstream`` command line: serve, check-config, watch, version."""
+"""The ``perpstream`` command line: serve, check-config, reindex, watch, version."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and print the effective config")
     check.add_argument("file", metavar="FILE")
+
+    reindex = commands.add_parser(
+        "reindex", help="empty the chain index so the next start reads the chain again (daemon stopped)")
+    reindex.add_argument("--config", metavar="FILE", help="TOML config (default: built-in embedded demo)")
+    reindex.add_argument("--from", dest="from_block", type=int, metavar="BLOCK",
+                         help="block to index from (default: chain.start_block)")
 
     commands.add_parser("version", help="print the version")
 
@@ -102,6 +108,21 @@ async def _serve_until_signalled(config: Config) -> None:
                 nursery.start_soon(deadline)
 
 
+def _startup_error(exc: BaseException) -> Exception | None:
+    """A refusal to start inside ``exc`` (a group from the nurseries): data directory in
+    use, or an index file the indexer cannot use."""
+    from perpstream.chain.store import StoreMismatchError
+    from perpstream.data_lock import DataDirLocked
+
+    if isinstance(exc, (DataDirLocked, StoreMismatchError)):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _startup_error(inner)) is not None:
+                return found
+    return None
+
+
 def _bind_error(exc: BaseException) -> OSError | None:
     """The listening-socket error inside ``exc`` (a group from the nurseries), if any."""
     if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
@@ -116,12 +137,28 @@ def _bind_error(exc: BaseException) -> OSError | None:
 def _serve(config: Config) -> int:
     try:
         trio.run(_serve_until_signalled, config)
-    except (OSError, BaseExceptionGroup) as exc:
+    except (OSError, BaseExceptionGroup, RuntimeError) as exc:
+        refusal = _startup_error(exc)
+        if refusal is not None:
+            print(f"perpstream: {refusal}", file=sys.stderr)
+            return 1
         error = _bind_error(exc)
         if error is None:
             raise
         print(f"perpstream: cannot listen on {config.server.host}:{config.server.port}: {error.strerror}",
               file=sys.stderr)
+        return 1
+    return 0
+
+
+def _reindex(config: Config, from_block: int | None) -> int:
+    from perpstream.data_lock import DataDirLocked
+    from perpstream.reindex import reindex
+
+    try:
+        print(reindex(config, from_block=from_block))
+    except (DataDirLocked, ValueError) as exc:
+        print(f"perpstream: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -145,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(effective_config(config), indent=2))
         print(f"{args.file}: OK", file=sys.stderr)
         return 0
+    if args.command == "reindex":
+        return _reindex(config, args.from_block)
 
     config = attrs.evolve(
         config,

@@ -7,6 +7,11 @@ default) or ``rpc`` (a real node's JSON-RPC endpoint). Either way the
 indexer's state lives in a SQLite file under ``server.data_dir``. The
 embedded chain starts from genesis on every run, so its index file is
 started afresh too; a real chain's index is resumed from its cursor.
+
+The data directory is locked for the sources' lifetime (see
+:mod:`perpstream.data_lock`) before any file in it is touched, and the
+JSON-RPC indexer's HTTP client lives as long as the sources too: an indexer
+restart reuses its connections instead of leaking a client each time.
 """
 
 from __future__ import annotations
@@ -14,18 +19,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 
 import attrs
+import httpx
 
 from actors import ChildSpec, Restart
-from perpstream.chain import JsonRpcChainClient, MarketRisk
+from perpstream.chain import MarketRisk
 from perpstream.chain.indexer import IndexerStatus
+from perpstream.chain.jsonrpc import JsonRpcChainClient
 from perpstream.chain.store import IndexerStore, PositionStore
 from perpstream.clock import WallClock
 from perpstream.config import Config
+from perpstream.data_lock import hold_data_dir
 from perpstream.feeds import HermesConfig, HermesFeed, MarketSpec, PriceFeed, SimulatedFeed
 from perpstream.services.chain_actors import (
     DemoLiquidatorActor,
@@ -86,15 +94,15 @@ def build_feed(config: Config, clock: WallClock) -> PriceFeed:
     )
 
 
-def _index_path(config: Config) -> Path:
-    directory = Path(config.server.data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+def index_path(config: Config) -> Path:
+    """The indexer's SQLite file for ``config`` (under ``server.data_dir``)."""
     name = "embedded-chain.sqlite3" if config.chain.source == "embedded" else "chain-index.sqlite3"
-    return directory / name
+    return Path(config.server.data_dir) / name
 
 
 def _chain_children(
-    config: Config, clock: WallClock, store: IndexerStore, status_slot: list[IndexerStatus]
+    config: Config, clock: WallClock, store: IndexerStore, status_slot: list[IndexerStatus],
+    http: httpx.AsyncClient,
 ) -> list[ChildSpec]:
     chain = config.chain
     markets = [m.id for m in config.markets]
@@ -110,7 +118,7 @@ def _chain_children(
     if chain.source == "rpc":
         url = os.environ.get(chain.rpc_url_env) or chain.rpc_url
         return [ChildSpec(INDEXER, lambda: IndexerActor(
-            client=lambda: JsonRpcChainClient(url, timeout_s=chain.rpc_timeout_s),
+            client=lambda: JsonRpcChainClient(url, http=http),
             address=lambda: chain.contract_address, reset_on_mismatch=False, **indexer_settings))]  # type: ignore[arg-type]
     node = NodeHandle()
     risk = {
@@ -144,14 +152,18 @@ async def open_sources(config: Config, clock: WallClock, *, given: Sources | Non
     if given is not None:
         yield given
         return
-    path = _index_path(config)
-    if config.chain.source == "embedded":
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-    store = IndexerStore(path)
-    positions = PositionStore(path)
-    status_slot: list[IndexerStatus] = []
-    try:
+    path = index_path(config)
+    async with AsyncExitStack() as stack:
+        stack.enter_context(hold_data_dir(path.parent))
+        if config.chain.source == "embedded":
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=config.chain.rpc_timeout_s))
+        store = IndexerStore(path)
+        stack.callback(store.close)
+        positions = PositionStore(path)
+        stack.callback(positions.close)
+        status_slot: list[IndexerStatus] = []
         chain_description = (
             f"embedded EVM (demo traders {'on' if config.chain.demo.enabled else 'off'})"
             if config.chain.source == "embedded"
@@ -160,7 +172,7 @@ async def open_sources(config: Config, clock: WallClock, *, given: Sources | Non
         yield Sources(
             feed=build_feed(config, clock),
             store=positions,
-            chain=_chain_children(config, clock, store, status_slot),
+            chain=_chain_children(config, clock, store, status_slot, http),
             indexer_status=lambda: status_slot[0] if status_slot else None,
             describe={
                 "price feed": config.feed.source,
@@ -168,6 +180,3 @@ async def open_sources(config: Config, clock: WallClock, *, given: Sources | Non
                 "data directory": str(path.parent.resolve()),
             },
         )
-    finally:
-        positions.close()
-        store.close()

@@ -18,6 +18,7 @@ __all__ = [
     "encode_topic_filter",
     "ChainClient",
     "ChainError",
+    "RangeHint",
     "RangeTooLargeError",
     "TransientChainError",
     "FatalChainError",
@@ -66,8 +67,23 @@ class ChainError(Exception):
     """A chain request failed."""
 
 
+@attrs.frozen
+class RangeHint:
+    """What a range refusal said would work: a span limit, a range to retry with."""
+
+    span_limit: int | None = None  # blocks per request the provider serves at most
+    suggested: tuple[int, int] | None = None  # (from, to) the provider says it would serve
+    #: The refusal is about the span itself (not the number of results), whether
+    #: or not it says the number: a span refused once is refused every time.
+    span_limited: bool = False
+
+
 class RangeTooLargeError(ChainError):
     """The node refused an eth_getLogs block range (too many results or too wide)."""
+
+    def __init__(self, message: str, *, hint: RangeHint = RangeHint()) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class TransientChainError(ChainError):

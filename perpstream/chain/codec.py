@@ -14,6 +14,7 @@ import cattrs
 
 from perpstream.chain.events import (
     ChainEvent,
+    EventMeta,
     FundingUpdated,
     PositionClosed,
     PositionLiquidated,
@@ -24,7 +25,7 @@ from perpstream.chain.events import (
     StoredRecord,
 )
 
-__all__ = ["dump_event", "load_event", "dump_record", "load_record"]
+__all__ = ["dump_event", "load_event", "dump_record", "load_record", "dump_meta", "load_meta"]
 
 _converter = cattrs.Converter()
 _converter.register_unstructure_hook(Decimal, str)
@@ -75,3 +76,17 @@ def load_record(text: str | None) -> StoredRecord | None:
     if not isinstance(record, (StoredPosition, StoredFunding)):
         raise ValueError(f"not a record: {text}")
     return record
+
+
+def dump_meta(meta: EventMeta | None) -> str:
+    """An event's place on chain as compact JSON ("" for none), comparable as text."""
+    if meta is None:
+        return ""
+    return json.dumps([meta.block_number, meta.block_hash, meta.tx_hash, meta.log_index])
+
+
+def load_meta(text: str) -> EventMeta | None:
+    if not text:
+        return None
+    block_number, block_hash, tx_hash, log_index = json.loads(text)
+    return EventMeta(block_number, block_hash, tx_hash, log_index)

@@ -22,7 +22,7 @@ from perpstream.chain.client import (
     TransientChainError,
     encode_topic_filter,
 )
-from perpstream.chain.rpc_errors import classify_http_status, classify_rpc_error
+from perpstream.chain.rpc_errors import classify_http_status, rpc_error
 
 __all__ = ["JsonRpcChainClient"]
 
@@ -125,8 +125,7 @@ class JsonRpcChainClient:
         # Providers often send a JSON-RPC error with a 4xx/5xx status: the body says more.
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
-            kind = classify_rpc_error(error)
-            raise kind(f"{method}: RPC error {error.get('code')}: {error.get('message')}")
+            raise rpc_error(method, error)
         if response.is_error:
             kind = classify_http_status(response.status_code)
             raise kind(f"{method}: HTTP {response.status_code}")

@@ -4,6 +4,10 @@ One file holds everything the indexer must not lose: the cursor (last fully
 applied block and its hash), the block hashes and per-event undo records of
 the window that can still be reorged away, the derived open positions and
 funding per market, and an outbox of deliveries not yet handed to the sink.
+Every delivery gets its outbox ``seq`` in the transaction that changes the
+state, so a snapshot can say exactly which deliveries it already reflects
+(:attr:`StoreSnapshot.delivered_through`), whatever reorgs and restarts
+happened in between.
 Each batch of blocks is applied in ONE transaction, so whatever instant the
 process dies at, the file holds a cursor and a state that match, and the
 indexer resumes from the cursor without losing or repeating an event.
@@ -32,11 +36,12 @@ from typing import Iterator, Sequence
 import attrs
 
 from perpstream.chain.client import BlockHeader
-from perpstream.chain.codec import dump_event, dump_record, load_event, load_record
+from perpstream.chain.codec import dump_event, dump_meta, dump_record, load_event, load_meta, load_record
 from perpstream.chain.events import (
     ChainEvent,
     Cursor,
     Finality,
+    FundingUpdated,
     IndexedEvent,
     StoredFunding,
     StoredPosition,
@@ -54,12 +59,15 @@ __all__ = [
     "IndexerStore",
     "PositionStore",
     "StoreSnapshot",
+    "REINDEX_HINT",
 ]
 
 log = logging.getLogger(__name__)
 
 DB_FILENAME = "chain-index.sqlite3"
-SCHEMA_VERSION = "1"
+# 2: positions carry their last event and its finality; the outbox the record before.
+SCHEMA_VERSION = "2"
+REINDEX_HINT = "run `perpstream reindex` (with the daemon stopped) to rebuild the index from the chain"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,7 +95,9 @@ CREATE TABLE IF NOT EXISTS positions (
     collateral TEXT NOT NULL,
     entry_price TEXT NOT NULL,
     entry_funding_index TEXT NOT NULL,
-    opened_block INTEGER NOT NULL
+    opened_block INTEGER NOT NULL,
+    last_event TEXT NOT NULL,
+    finality TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS positions_by_market ON positions (market_id);
 CREATE INDEX IF NOT EXISTS positions_by_account ON positions (account);
@@ -102,14 +112,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     finality TEXT NOT NULL,
     event TEXT NOT NULL,
-    restored TEXT
+    restored TEXT,
+    before TEXT
 );
 """
 
 _DATA_TABLES = ("cursor", "blocks", "window_events", "positions", "funding", "outbox")
 _POSITION_COLUMNS = (
     "position_id, account, market_id, is_long, size, collateral, entry_price, "
-    "entry_funding_index, opened_block"
+    "entry_funding_index, opened_block, last_event, finality"
 )
 _FUNDING_COLUMNS = "market_id, rate_per_hour, funding_index, timestamp, block_number"
 
@@ -165,18 +176,30 @@ class StoreSnapshot:
     delivered_through: int = 0
 
 
+def _schema_version(conn: sqlite3.Connection) -> str | None:
+    """The version a file was written with; None for a new file."""
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    if not has_meta:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else str(row[0])
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: transactions are explicit (see _transaction).
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    version = _schema_version(conn)
+    if version is not None and version != SCHEMA_VERSION:
+        conn.close()
+        raise StoreMismatchError(
+            f"{path}: written by another version of perpstream (index schema {version}, this one "
+            f"reads {SCHEMA_VERSION}); {REINDEX_HINT}"
+        )
     conn.executescript(_SCHEMA)
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-    (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if version != SCHEMA_VERSION:
-        conn.close()
-        raise StoreMismatchError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
     return conn
 
 
@@ -192,7 +215,7 @@ def _transaction(conn: sqlite3.Connection, *, write: bool) -> Iterator[None]:
 
 
 def _position_from_row(row: tuple) -> StoredPosition:  # type: ignore[type-arg]
-    pid, account, market_id, is_long, size, collateral, entry, index, opened = row
+    pid, account, market_id, is_long, size, collateral, entry, index, opened, last_event, finality = row
     return StoredPosition(
         position_id=pid,
         account=account,
@@ -203,6 +226,8 @@ def _position_from_row(row: tuple) -> StoredPosition:  # type: ignore[type-arg]
         entry_price=Decimal(entry),
         entry_funding_index=Decimal(index),
         opened_block=opened,
+        last_event=load_meta(last_event),
+        finality=finality,
     )
 
 
@@ -220,6 +245,13 @@ def _funding_from_row(row: tuple) -> StoredFunding:  # type: ignore[type-arg]
 def _read_cursor(conn: sqlite3.Connection) -> Cursor | None:
     row = conn.execute("SELECT block_number, block_hash FROM cursor WHERE id = 0").fetchone()
     return None if row is None else Cursor(row[0], row[1])
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    """The newest outbox seq ever handed out (acknowledged rows are deleted, so
+    the answer comes from AUTOINCREMENT's own record, not from the table)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 class IndexerStore:
@@ -277,12 +309,41 @@ class IndexerStore:
 
     def undelivered(self) -> list[Outgoing]:
         rows = self._conn.execute(
-            "SELECT seq, finality, event, restored FROM outbox ORDER BY seq"
+            "SELECT seq, finality, event, restored, before FROM outbox ORDER BY seq"
         ).fetchall()
         return [
-            Outgoing(seq, IndexedEvent(load_event(event), finality, load_record(restored)))
-            for seq, finality, event, restored in rows
+            Outgoing(seq, IndexedEvent(
+                load_event(event), finality, load_record(restored), before=load_record(before), seq=seq))
+            for seq, finality, event, restored, before in rows
         ]
+
+    def last_seq(self) -> int:
+        """The newest delivery's seq (0: none yet)."""
+        return _last_seq(self._conn)
+
+    def start_block(self, configured: int) -> int:
+        """Where indexing begins on an empty index: ``configured``, unless
+        ``perpstream reindex --from`` said otherwise."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'reindex_from'").fetchone()
+        return configured if row is None else int(row[0])
+
+    def wipe(self, *, start_block: int | None = None) -> None:
+        """Forget everything indexed (and the chain the file was bound to).
+
+        The next start reads the chain again from ``start_block`` (None: the
+        configured ``chain.start_block``). Outbox seqs keep increasing across
+        a wipe, so no delivery ever reuses a seq of the same file.
+        """
+        with _transaction(self._conn, write=True):
+            for table in _DATA_TABLES:
+                self._conn.execute(f"DELETE FROM {table}")
+            self._conn.execute(
+                "DELETE FROM meta WHERE key IN ('chain_id', 'genesis_hash', 'contract_address', 'reindex_from')"
+            )
+            if start_block is not None:
+                self._conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('reindex_from', ?)", (str(start_block),)
+                )
 
     def acknowledge(self, upto_seq: int) -> None:
         """Forget deliveries up to ``upto_seq``: the sink has them."""
@@ -297,12 +358,12 @@ class IndexerStore:
         outgoing: list[Outgoing] = []
         inconsistent = 0
         with _transaction(conn, write=True):
-            now_final: list[tuple[ChainEvent, str]] = []
+            now_final: list[tuple[ChainEvent, str, StoredRecord | None]] = []
             for event in batch.events:
                 key = record_key(event)
                 before = self._load_record(key)
                 try:
-                    after = next_record(event, before)
+                    after = _stamped(next_record(event, before), event)
                 except InconsistentEventError as exc:
                     inconsistent += 1
                     log.warning(
@@ -313,7 +374,7 @@ class IndexerStore:
                     after = before
                 self._store_record(key, after)
                 event_json = dump_event(event)
-                outgoing.append(self._queue("pending", event, event_json))
+                outgoing.append(self._queue("pending", event, event_json, before=before))
                 if event.meta.block_number > batch.final_upto:
                     conn.execute(
                         "INSERT INTO window_events (block_number, log_index, event, before) "
@@ -321,7 +382,7 @@ class IndexerStore:
                         (event.meta.block_number, event.meta.log_index, event_json, dump_record(before)),
                     )
                 else:
-                    now_final.append((event, event_json))
+                    now_final.append((event, event_json, before))
             conn.executemany(
                 "INSERT OR REPLACE INTO blocks (number, hash) VALUES (?, ?)",
                 [(h.number, h.hash) for h in batch.headers],
@@ -332,14 +393,14 @@ class IndexerStore:
             )
             # Window events that are final now are older than this batch's events.
             rows = conn.execute(
-                "SELECT event FROM window_events WHERE block_number <= ? "
+                "SELECT event, before FROM window_events WHERE block_number <= ? "
                 "ORDER BY block_number, log_index",
                 (batch.final_upto,),
             ).fetchall()
-            for (event_json,) in rows:
-                outgoing.append(self._queue("final", load_event(event_json), event_json))
-            for event, event_json in now_final:
-                outgoing.append(self._queue("final", event, event_json))
+            finals = [(load_event(e), e, load_record(b)) for e, b in rows] + now_final
+            for event, event_json, before in finals:
+                outgoing.append(self._queue("final", event, event_json, before=before))
+                self._mark_final(event)
             conn.execute("DELETE FROM window_events WHERE block_number <= ?", (batch.final_upto,))
             conn.execute("DELETE FROM blocks WHERE number < ?", (batch.final_upto,))
         return AppliedBatch(outgoing, inconsistent)
@@ -354,12 +415,12 @@ class IndexerStore:
                 "ORDER BY block_number DESC, log_index DESC",
                 (ancestor.block_number,),
             ).fetchall()
+            conn.execute("DELETE FROM window_events WHERE block_number > ?", (ancestor.block_number,))
             for event_json, before_json in rows:
                 event = load_event(event_json)
-                before = load_record(before_json)
+                before = self._refreshed(load_record(before_json))
                 self._store_record(record_key(event), before)
-                outgoing.append(self._queue("reverted", event, event_json, restored=before))
-            conn.execute("DELETE FROM window_events WHERE block_number > ?", (ancestor.block_number,))
+                outgoing.append(self._queue("reverted", event, event_json, restored=before, before=before))
             conn.execute("DELETE FROM blocks WHERE number > ?", (ancestor.block_number,))
             conn.execute(
                 "INSERT OR REPLACE INTO cursor (id, block_number, block_hash) VALUES (0, ?, ?)",
@@ -375,14 +436,37 @@ class IndexerStore:
         event: ChainEvent,
         event_json: str,
         *,
+        before: StoredRecord | None,
         restored: StoredRecord | None = None,
     ) -> Outgoing:
         row = self._conn.execute(
-            "INSERT INTO outbox (finality, event, restored) VALUES (?, ?, ?)",
-            (finality, event_json, dump_record(restored)),
+            "INSERT INTO outbox (finality, event, restored, before) VALUES (?, ?, ?, ?)",
+            (finality, event_json, dump_record(restored), dump_record(before)),
         )
         assert row.lastrowid is not None
-        return Outgoing(row.lastrowid, IndexedEvent(event, finality, restored))
+        seq = row.lastrowid
+        return Outgoing(seq, IndexedEvent(event, finality, restored, before=before, seq=seq))
+
+    def _mark_final(self, event: ChainEvent) -> None:
+        """The position this event last changed is settled (if nothing changed it since)."""
+        if isinstance(event, FundingUpdated):
+            return
+        self._conn.execute(
+            "UPDATE positions SET finality = 'final' WHERE position_id = ? AND last_event = ?",
+            (event.position_id, dump_meta(event.meta)),
+        )
+
+    def _refreshed(self, record: StoredRecord | None) -> StoredRecord | None:
+        """A record restored by a rollback, with the finality its last event has now:
+        it was saved while that event was pending, which may have become final since."""
+        if not isinstance(record, StoredPosition) or record.last_event is None:
+            return record
+        meta = record.last_event
+        in_window = self._conn.execute(
+            "SELECT 1 FROM window_events WHERE block_number = ? AND log_index = ?",
+            (meta.block_number, meta.log_index),
+        ).fetchone()
+        return attrs.evolve(record, finality="pending" if in_window else "final")
 
     def _load_record(self, key: RecordKey) -> StoredRecord | None:
         if key.kind == "position":
@@ -398,7 +482,7 @@ class IndexerStore:
     def _store_record(self, key: RecordKey, record: StoredRecord | None) -> None:
         if isinstance(record, StoredPosition):
             self._conn.execute(
-                f"INSERT OR REPLACE INTO positions ({_POSITION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO positions ({_POSITION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.position_id,
                     record.account,
@@ -409,6 +493,8 @@ class IndexerStore:
                     str(record.entry_price),
                     str(record.entry_funding_index),
                     record.opened_block,
+                    dump_meta(record.last_event),
+                    record.finality,
                 ),
             )
         elif isinstance(record, StoredFunding):
@@ -426,6 +512,13 @@ class IndexerStore:
             self._conn.execute("DELETE FROM positions WHERE position_id = ?", (key.id,))
         else:
             self._conn.execute("DELETE FROM funding WHERE market_id = ?", (key.id,))
+
+
+def _stamped(record: StoredRecord | None, event: ChainEvent) -> StoredRecord | None:
+    """A position as ``event`` left it: that event is its newest, not yet final."""
+    if isinstance(record, StoredPosition):
+        return attrs.evolve(record, last_event=event.meta, finality="pending")
+    return record
 
 
 class PositionStore:
@@ -465,6 +558,7 @@ class PositionStore:
                 f"SELECT {_FUNDING_COLUMNS} FROM funding ORDER BY market_id"
             ).fetchall()
             return StoreSnapshot(
+                delivered_through=_last_seq(self._conn),
                 cursor=_read_cursor(self._conn),
                 positions=self._positions(market_id, None),
                 funding=[

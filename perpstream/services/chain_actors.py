@@ -104,7 +104,13 @@ def _route(indexed: IndexedEvent, markets: Sequence[str]) -> Sequence[str]:
 
 
 class IndexerActor(Actor):
-    """Indexes the exchange's events and delivers them to the markets, in order."""
+    """Indexes the exchange's events and delivers them to the markets, in order.
+
+    An error retrying cannot fix (a reorg too deep, a reset chain, a fatal
+    RPC error) stops the indexer but not this actor: it stays up, idle,
+    with the reason in its status, because restarting would only repeat
+    the error until the restart intensity took the whole daemon down.
+    """
 
     kind = "indexer"
 
@@ -161,6 +167,8 @@ class IndexerActor(Actor):
             "reorgs": status.reorgs,
             "decode_errors": status.decode_errors,
             "last_error": status.last_error,
+            "halted": status.halted,
+            "remedy": status.remedy,
         }
 
 

@@ -64,11 +64,16 @@ def _actors_check(context: AppContext) -> Callable[[], Awaitable[list[str]]]:
 def _indexer_check(status: Callable[[], Any]) -> Callable[[], Awaitable[list[str]]]:
     async def check() -> list[str]:
         current = status()
+        if current is not None and current.halted is not None:
+            return [f"chain indexer stopped: {current.halted}. The way out: {current.remedy}"]
         if current is None or not current.prepared:
             return ["chain indexer has not started"]
         lag = current.lag
         if lag is None:
             return ["chain indexer has not read the chain head yet"]
+        if lag < 0:
+            return [f"chain head {current.head_block} is below the indexed block {current.indexed_block}: "
+                    "the chain shrank or was reset, or the node is behind"]
         if lag > MAX_INDEXER_LAG:
             return [f"chain indexer is {lag} blocks behind the head"]
         if current.consecutive_failures:
@@ -105,8 +110,11 @@ def install_health(
                    {"feed_id": feed_id}, max(0.0, now - publish_time))
         if indexer_status is not None and (status := indexer_status()) is not None:
             if status.lag is not None:
-                yield ("perpstream_indexer_lag_blocks", "Blocks between chain head and indexed cursor", {},
+                yield ("perpstream_indexer_lag_blocks",
+                       "Blocks between chain head and indexed cursor (negative: head below the cursor)", {},
                        status.lag)
+            yield ("perpstream_indexer_halted", "1 once the indexer stopped on an error retrying cannot fix",
+                   {}, 0.0 if status.halted is None else 1.0)
             yield ("perpstream_indexer_events_applied", "Chain events applied", {}, status.events_applied)
             yield ("perpstream_indexer_reorgs", "Reorgs handled", {}, status.reorgs)
 

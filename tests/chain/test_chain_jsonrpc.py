@@ -14,7 +14,9 @@ from perpstream.chain import (
     RangeTooLargeError,
     TransientChainError,
 )
-from perpstream.chain.rpc_errors import classify_rpc_error
+from perpstream.chain.client import RangeHint
+from perpstream.chain.indexer import BlockRange
+from perpstream.chain.rpc_errors import classify_rpc_error, range_hint, rpc_error
 
 URL = "http://node.test/"
 
@@ -180,3 +182,57 @@ async def test_unsupported_url_is_fatal() -> None:
     async with JsonRpcChainClient("ftp://node.test/") as client:
         with pytest.raises(FatalChainError):
             await client.block_number()
+
+
+# The wordings behind defect 3, verbatim from public sources, and what each one says would work.
+PROVIDER_REFUSALS = [
+    ({"code": -32602, "message": "query exceeds max block range 5000"},  # reth
+     RangeHint(span_limit=5000, span_limited=True)),
+    ({"code": -32602, "message": "query exceeds max results 20000, retry with the range 22382105-22382515"},  # reth
+     RangeHint(suggested=(22382105, 22382515))),
+    ({"code": -32600, "message": "You can make eth_getLogs requests with up to a 500 block range. Based on your "
+      "parameters, this block range should work: [0x1312d00, 0x1312ef3]"},  # Alchemy
+     RangeHint(span_limit=500, suggested=(0x1312D00, 0x1312EF3), span_limited=True)),
+    ({"code": -32602, "message": "eth_getLogs is limited to 0 - 50 blocks range"},  # 1rpc
+     RangeHint(span_limit=50, span_limited=True)),
+    ({"code": 35, "message": "ranges over 10000 blocks are not supported on freetier"},  # dRPC
+     RangeHint(span_limit=10000, span_limited=True)),
+    ({"code": -32000, "message": "block range is bigger than maxBlockRange"},  # Scroll's geth
+     RangeHint(span_limited=True)),
+    ({"code": -32614, "message": "eth_getLogs is limited to a 10,000 range"},  # QuickNode
+     RangeHint(span_limit=10000, span_limited=True)),
+]
+
+
+@pytest.mark.parametrize("error, hint", PROVIDER_REFUSALS, ids=lambda e: str(e)[:40] if isinstance(e, dict) else "")
+def test_provider_refusals_are_range_limits_with_their_hint(error: dict[str, Any], hint: RangeHint) -> None:
+    assert classify_rpc_error(error) is RangeTooLargeError
+    assert range_hint(error) == hint
+    raised = rpc_error("eth_getLogs", error)
+    assert isinstance(raised, RangeTooLargeError) and raised.hint == hint
+
+
+def test_block_range_takes_the_hint() -> None:
+    span = BlockRange(2000, grow_after=1)
+    span.refused(2000, RangeHint(span_limit=50), first=10)
+    assert (span.current, span.ceiling) == (50, 50)
+    span.succeeded()
+    assert span.current == 50  # a stated limit is a ceiling: never asked beyond again
+    result_capped = BlockRange(2000, grow_after=1)
+    result_capped.refused(2000, RangeHint(suggested=(10, 109)), first=10)
+    assert (result_capped.current, result_capped.ceiling) == (100, 2000)
+    result_capped.refused(100, RangeHint(suggested=(99, 120)), first=10)  # a range for another start
+    assert result_capped.current == 50  # ... is no hint for this one: halve
+
+
+def test_a_span_refusal_without_a_number_is_bisected_not_doubled_into() -> None:
+    span = BlockRange(2000, grow_after=1)
+    refused_spans = []
+    for _ in range(40):  # a provider that serves 50 blocks and says only "too wide"
+        if span.current > 50:
+            refused_spans.append(span.current)
+            span.refused(span.current, RangeHint(span_limited=True))
+        else:
+            span.succeeded()
+    assert span.current == span.ceiling == 50
+    assert len(refused_spans) <= 10  # halving down, then a bisection (doubling kept hitting the wall)

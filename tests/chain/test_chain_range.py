@@ -13,9 +13,8 @@ from perpstream.chain import (
     IndexerStore,
     JsonRpcChainClient,
     OpenOrder,
-    RangeTooLargeError,
 )
-from perpstream.chain.indexer import BlockRange
+from perpstream.chain.indexer import BlockRange, BlockTooLargeError
 
 from .helpers import BTC, Recorder, assert_store_matches_contract, d, poll_until_caught_up
 from .rpc_node import DevChainNode
@@ -73,6 +72,6 @@ async def test_a_single_block_too_big_is_an_error(chain: DevChain, db_path: Path
     node = DevChainNode(chain, max_logs=3)
     client = JsonRpcChainClient("http://node.test/", http=httpx.AsyncClient(transport=node.transport()))
     indexer = Indexer(client, IndexerStore(db_path), address=chain.address, on_event=Recorder())
-    with pytest.raises(RangeTooLargeError):
+    with pytest.raises(BlockTooLargeError, match="block 2 alone has more logs"):
         await poll_until_caught_up(indexer)
     assert node.get_logs_calls[-1][:2] == (2, 2)  # shrunk down to the one block

@@ -14,6 +14,7 @@ from perpstream.chain import (
     PositionOpened,
     RawLog,
     ReorgTooDeepError,
+    StoredPosition,
 )
 
 from .helpers import BTC, ETH, Recorder, assert_store_matches_contract, d, make_indexer, poll_until_caught_up
@@ -65,7 +66,12 @@ async def test_reorg_rolls_state_back_and_forward(chain: DevChain, db_path: Path
     assert [x.event for x in changes[:depth]] == undone[::-1]  # newest first
     assert changes[-1].event == replacement.events[0]
     # each undo hands back the record as it was before that event
-    assert changes[depth - 1].restored == next(p for p in before.positions if p.position_id == position_id)
+    # (with the finality its own last event has at the time of the undo)
+    restored = changes[depth - 1].restored
+    assert isinstance(restored, StoredPosition)
+    assert attrs.evolve(restored, finality="pending") == next(
+        p for p in before.positions if p.position_id == position_id)
+    assert changes[depth - 1].before == restored
     if depth >= 2:
         assert changes[depth - 2].restored == before.funding[0]
 
@@ -73,8 +79,9 @@ async def test_reorg_rolls_state_back_and_forward(chain: DevChain, db_path: Path
     await assert_store_matches_contract(chain, store)
     after = store.snapshot()
     assert after.funding == before.funding
+    # ... and the restored position's open event has become final meanwhile
     assert [p for p in after.positions if p.position_id == position_id] == [
-        p for p in before.positions if p.position_id == position_id
+        attrs.evolve(p, finality="final") for p in before.positions if p.position_id == position_id
     ]
 
     # the undone events never became final; everything else does, in order
@@ -141,3 +148,32 @@ async def test_head_below_the_cursor_waits_for_the_new_branch(chain: DevChain, d
     assert indexer.status.reorgs == 1
     assert [x.event for x in sink.deliveries if x.finality == "reverted"] == list(receipt.events)
     assert indexer.positions().funding(BTC) is None
+
+
+@attrs.define
+class UnlinkedHeadersClient:
+    """Serves headers whose parent hash is zero above ``from_block``, as Hardhat 2.29 does
+    for hardhat_mine's blocks once evm_revert has crossed them."""
+
+    inner: Any
+    from_block: int
+
+    async def get_block_header(self, number: int) -> Any:
+        header = await self.inner.get_block_header(number)
+        if header is not None and number > self.from_block:
+            return attrs.evolve(header, parent_hash="0x" + "00" * 32)
+        return header
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_chain_that_never_links_up_counts_as_failing(chain: DevChain, db_path: Path) -> None:
+    from perpstream.chain import TransientChainError
+
+    await chain.mine(10)
+    indexer, _ = make_indexer(chain, db_path, Recorder(), client=UnlinkedHeadersClient(chain.client(), 3))
+    outcomes = [await indexer.poll_once() for _ in range(4)]
+    assert all(o.caught_up and o.events == 0 for o in outcomes)  # a moving chain: poll again...
+    with pytest.raises(TransientChainError, match="changed during 5 polls in a row"):
+        await indexer.poll_once()  # ... but not for ever: the retry backoff and readiness take over

@@ -203,3 +203,37 @@ def test_position_store_filters_and_reads_exact_decimals(tmp_path: Path) -> None
     assert [p.market_id for p in reader.open_positions(account=bob)] == [ETH]
     assert reader.cursor() == Cursor(2, block_hash(2))
     assert reader.funding(BTC) is None
+
+
+def test_a_file_of_the_old_schema_names_the_way_out_and_reindex_rebuilds_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    from perpstream.chain.store import StoreMismatchError
+    from perpstream.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    old = sqlite3.connect(data / "chain-index.sqlite3")
+    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    old.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    old.commit()
+    old.close()
+    with pytest.raises(StoreMismatchError, match=r"index schema 1, this one reads 2.*perpstream reindex"):
+        IndexerStore(data / "chain-index.sqlite3")
+    config = tmp_path / "perpstream.toml"
+    config.write_text(f'[server]\ndata_dir = "{data}"\n[chain]\nsource = "rpc"\n'
+                      f'rpc_url = "http://127.0.0.1:1/"\ncontract_address = "0x{"11" * 20}"\n')
+    assert main(["reindex", "--config", str(config), "--from", "7"]) == 0
+    store = IndexerStore(data / "chain-index.sqlite3")
+    assert store.cursor() is None and store.start_block(0) == 7
+    store.close()
+    assert main(["reindex", "--config", str(config), "--from", "-1"]) == 1
+
+
+def test_a_wipe_keeps_seqs_increasing(tmp_path: Path) -> None:
+    store = IndexerStore(tmp_path / "index.sqlite3")
+    store._conn.execute("INSERT INTO outbox (finality, event) VALUES ('pending', '{}')")
+    assert store.last_seq() == 1
+    store.wipe()
+    assert store.last_seq() == 1  # the next delivery gets seq 2: no seq of this file is ever reused
+    store.close()
