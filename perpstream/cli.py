@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from perpstream import __version__
-from perpstream.config import Config, ConfigError, load_config, unstructure
+from perpstream.config import Config, ConfigError, load_config, unstructure, validate
 from perpstream.logs import configure_logging
 
 __all__ = ["main"]
@@ -149,9 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = attrs.evolve(
         config,
         server=attrs.evolve(config.server, host=args.host or config.server.host,
-                            port=args.port or config.server.port),
+                            port=config.server.port if args.port is None else args.port),
         log=attrs.evolve(config.log, level=args.log_level or config.log.level,
                          format=args.log_format or config.log.format),
     )
+    try:
+        validate(config, "the command line")
+    except ConfigError as exc:
+        print(f"perpstream: {exc}", file=sys.stderr)
+        return 2
     configure_logging(config.log.level, config.log.format)
     return _serve(config)
