@@ -16,6 +16,11 @@ waiting for this writer:
   socket after ``ws.send_timeout``, the framework cancels this handler, and
   the subscriptions are closed on the way out, so the memory is freed.
 
+Limits (``perpstream.web.limits``): every subscription counts against the
+client address's allowance, and subscribe/unsubscribe requests draw on this
+connection's token bucket; over either, the client gets an ``error`` with
+``retry_after_s``, a ``goodbye`` and close 4429.
+
 Replies to the client's own messages (``pong``, ``error``, acks) and
 server-initiated closes go through a small private control topic on the
 same sink, so the writer stays the only sender and ordering is preserved.
@@ -53,9 +58,10 @@ from perpstream.web.client_messages import (
     parse_client_message,
 )
 from perpstream.web.context import AppContext
+from perpstream.web.limits import Refusal, TokenBucket
 from perpstream.web.stream import GuardedStream, text_frame
 
-__all__ = ["Connection", "WebSocketIO"]
+__all__ = ["Connection", "LimitError", "WebSocketIO", "limit_error"]
 
 log = logging.getLogger("perpstream.web.connection")
 
@@ -75,6 +81,18 @@ class WebSocketIO:
     receive: Callable[[], Awaitable[str | bytes]]
     close: Callable[[int, str], Awaitable[None]]
     raw: GuardedStream | None = None
+
+
+@attrs.frozen(kw_only=True)
+class LimitError(Error):
+    """An ``error`` for a limit the client went over: it also says when to try again."""
+
+    retry_after_s: float
+
+
+def limit_error(refusal: Refusal, request_id: int | str | None = None) -> LimitError:
+    return LimitError(code=refusal.code, message=refusal.message, id=request_id,
+                      retry_after_s=round(refusal.retry_after_s, 3))
 
 
 @attrs.frozen
@@ -105,11 +123,17 @@ class _Stream:
 class Connection:
     """Serves one WebSocket until the client leaves, misbehaves, or the server stops."""
 
-    def __init__(self, io: WebSocketIO, context: AppContext, *, endpoint: str, multiplexed: bool) -> None:
+    def __init__(
+        self, io: WebSocketIO, context: AppContext, *, endpoint: str, multiplexed: bool, client: str = "local"
+    ) -> None:
+        """``client`` is the address whose allowance this connection's subscriptions count against."""
         self.io = io
         self.context = context
         self.endpoint = endpoint
         self.multiplexed = multiplexed
+        self.client = client
+        limits = context.config.limits
+        self._requests = TokenBucket(limits.subscribe_rate_per_s, limits.subscribe_burst, context.clock.now())
         self.sink = Sink()
         self.streams: dict[str, _Stream] = {}
         self._by_subscription: dict[Subscription[Frame], _Stream] = {}
@@ -134,6 +158,8 @@ class Connection:
                 await self._write_loop()
                 nursery.cancel_scope.cancel()
         finally:
+            if not self.closed:
+                metrics.closes.labels("peer").inc()  # the client left, or the network or the guard cut it
             self.closed = True
             self.context.connections.discard(self)
             metrics.connections.labels(self.endpoint).dec()
@@ -202,8 +228,9 @@ class Connection:
                     frame: Frame = delivery.item
                     if delivery.skipped:
                         metrics.conflated.inc(delivery.skipped)
-                    await self._send(stream.render(frame, delivery.skipped))
-                    metrics.observe_sent(stream.key.channel.value, frame.ts, self.context.clock.now_ms())
+                    payload = stream.render(frame, delivery.skipped)
+                    await self._send(payload)
+                    metrics.observe_sent(stream.key.channel.value, len(payload), frame.ts, self.context.clock.now_ms())
 
     async def _drain_control(self) -> bool:
         """Send queued control messages; True once the connection is closed."""
@@ -233,6 +260,7 @@ class Connection:
             await self._send(self._system(Goodbye(reason=goodbye)))
         await self._flush()
         self.closed = True
+        self.context.metrics.closes.labels(str(code)).inc()
         await self.io.close(code, goodbye or "")
 
     # ------------------------------------------------------------ reading
@@ -249,6 +277,7 @@ class Connection:
             except ClientMessageError as exc:
                 self.reply(Error(code=exc.code, message=exc.message, id=exc.id))
                 if exc.malformed:
+                    self.context.metrics.malformed.inc()
                     self.malformed += 1
                     if self.malformed >= ws.max_malformed:
                         self.close(CloseCode.POLICY, "repeated_malformed_input")
@@ -256,7 +285,14 @@ class Connection:
                 continue
             if isinstance(request, Ping):
                 self.reply(Pong(id=request.id))
-            elif isinstance(request, Subscribe):
+                continue
+            if (wait := self._requests.take(self.context.clock.now())) > 0:
+                limits = self.context.config.limits
+                self._refuse(self.context.limits.strike(self.client, self.context.clock.now(), Refusal(
+                    "rate_limited", f"at most {limits.subscribe_burst} subscribe/unsubscribe requests at once, "
+                    f"then {limits.subscribe_rate_per_s:g} per second", wait)), request.id)
+                return
+            if isinstance(request, Subscribe):
                 await self._subscribe(request.stream, request_id=request.id, ack=True)
             elif isinstance(request, Unsubscribe):
                 stream = self.streams.get(request.stream.name)
@@ -274,12 +310,17 @@ class Connection:
         if key.name in self.streams:
             self.reply(Error(code="already_subscribed", message=f"already subscribed to {key.name}", id=request_id))
             return
+        limits = self.context.limits
+        account = key.key if key.channel is Channel.POSITIONS else None
         if len(self.streams) >= limit:
-            self.reply(Error(code="too_many_subscriptions",
-                             message=f"at most {limit} subscriptions per connection", id=request_id))
-            self.close(CloseCode.TOO_MANY, "too_many_subscriptions")
+            self._refuse(limits.strike(self.client, self.context.clock.now(), Refusal(
+                "too_many_subscriptions", f"at most {limit} subscriptions per connection", 0.0)), request_id)
+            return
+        if (refusal := limits.subscribe(self.client, account, self.context.clock.now())) is not None:
+            self._refuse(refusal, request_id)
             return
         resources = AsyncExitStack()
+        resources.callback(lambda: limits.unsubscribe(self.client, account, self.context.clock.now()))
         try:
             await resources.enter_async_context(self.context.attach(key))
         except Exception as exc:
@@ -305,6 +346,13 @@ class Connection:
         latest = topics.snapshots.latest
         if latest is not None:
             self._control_topic.publish(_StreamFrame(stream, latest))
+
+    def _refuse(self, refusal: Refusal, request_id: int | str | None) -> None:
+        """Over a limit: ``error`` with ``retry_after_s``, then ``goodbye`` and close 4429."""
+        self.context.metrics.limit_refusals.labels(refusal.code).inc()
+        log.debug("refused %s on %s: %s", self.client, self.endpoint, refusal.code)
+        self.reply(limit_error(refusal, request_id))
+        self.close(CloseCode.TOO_MANY, refusal.code)
 
     def _connected_frame(self, key: StreamKey) -> Frame:
         field = key.key_field
