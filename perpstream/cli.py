@@ -18,6 +18,7 @@ import trio
 from perpstream import __version__
 from perpstream.config import Config, ConfigError, load_config, unstructure, validate
 from perpstream.logs import configure_logging
+from perpstream.systemd import notify
 
 __all__ = ["main"]
 
@@ -81,8 +82,8 @@ async def _serve_until_signalled(config: Config) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
-            async def daemon() -> None:
-                await run_daemon(config, shutdown=shutdown)
+            async def daemon(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                await run_daemon(config, shutdown=shutdown, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             async def deadline() -> None:
@@ -90,7 +91,8 @@ async def _serve_until_signalled(config: Config) -> None:
                 log.error("shutdown took longer than %.0f s; exiting now", SHUTDOWN_DEADLINE_S)
                 os._exit(1)
 
-            nursery.start_soon(daemon)
+            bound = await nursery.start(daemon)
+            notify("READY=1\nSTATUS=serving " + " ".join(f"{host}:{port}" for host, port in bound))
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if shutdown.is_set():
@@ -98,6 +100,7 @@ async def _serve_until_signalled(config: Config) -> None:
                     logging.shutdown()
                     os._exit(128 + signum)
                 log.info("%s received: shutting down gracefully (send it again to exit at once)", name)
+                notify("STOPPING=1")
                 shutdown.set()
                 nursery.start_soon(deadline)
 
