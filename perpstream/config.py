@@ -322,6 +322,13 @@ def _structure_decimal(value: object, _: type) -> Decimal:
     return result
 
 
+def _structure_literal(value: object, kind: Any) -> object:
+    choices = get_args(kind)
+    if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+        raise ValueError(f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict(int, (int,), "an integer"))
@@ -329,6 +336,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _strict(str, (str,), "a string"))
     converter.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
     converter.register_structure_hook(Decimal, _structure_decimal)
+    converter.register_structure_hook_func(lambda kind: get_origin(kind) is Literal, _structure_literal)
     converter.register_unstructure_hook(Decimal, str)
     return converter
 
@@ -410,9 +418,6 @@ def _describe_error(exc: BaseException, kind: type | None) -> str:
         return f"unknown key(s): {', '.join(sorted(exc.extra_fields))}"
     if isinstance(exc, KeyError):
         return "required key is missing"
-    if get_origin(kind) is Literal:
-        choices = ", ".join(repr(c) for c in get_args(kind))
-        return f"expected one of {choices}"
     if isinstance(exc, (TypeError, ValueError)) and exc.args:
         return str(exc)
     return format_exception(exc, kind)

@@ -42,7 +42,7 @@ def test_decimals_stay_exact() -> None:
         ("[server]\nport = 1.5\n", "server.port: expected an integer, got float 1.5"),
         ("[server]\nport = true\n", "server.port: expected an integer, got a boolean"),
         ("[server]\nport = 70000\n", "server.port: 70000 is out of range (allowed: >= 1 and <= 65535)"),
-        ("[log]\nlevel = \"loud\"\n", "log.level: expected one of"),
+        ("[log]\nlevel = \"loud\"\n", "log.level: expected one of 'debug', 'info', 'warning', 'error', got 'loud'"),
         ("bogus = 1\n", "(top level): unknown key(s): bogus"),
         ("[[markets]]\nid = \"a\"\nbase = \"A\"\npyth_feed_id = \"zz\"\n", "markets[0].pyth_feed_id"),
         ("[[markets]]\nid = \"a\"\npyth_feed_id = \"" + "ab" * 32 + "\"\n", "markets[0].base: required key is missing"),

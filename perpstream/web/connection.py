@@ -247,17 +247,23 @@ class Connection:
             item = delivery.item
             if isinstance(item, _StreamFrame):
                 if self.streams.get(item.stream.key.name) is item.stream:
-                    await self._send(item.stream.render(item.frame))
+                    payload = item.stream.render(item.frame)
+                    await self._send(payload)
+                    self.context.metrics.count_sent(item.stream.key.channel.value, len(payload))
                 continue
             if isinstance(item, _Close):
                 await self._close_now(item.code, item.goodbye)
                 return True
             assert isinstance(item, Message)
-            await self._send(self._system(item))
+            payload = self._system(item)
+            await self._send(payload)
+            self.context.metrics.count_sent(Channel.SYSTEM.value, len(payload))
 
     async def _close_now(self, code: int, goodbye: str | None) -> None:
         if goodbye is not None:
-            await self._send(self._system(Goodbye(reason=goodbye)))
+            payload = self._system(Goodbye(reason=goodbye))
+            await self._send(payload)
+            self.context.metrics.count_sent(Channel.SYSTEM.value, len(payload))
         await self._flush()
         self.closed = True
         self.context.metrics.closes.labels(str(code)).inc()

@@ -84,6 +84,7 @@ class ClientLimits:
         self.limits = limits
         self.max_connections = max_connections
         self._clients: dict[str, _Client] = {}
+        self._next_sweep = -math.inf
         self.cooldowns = 0  # addresses cooled down so far (a counter for metrics)
 
     def __len__(self) -> int:
@@ -113,8 +114,18 @@ class ClientLimits:
         self._forget_if_idle(address, now)
         return 0.0
 
+    def _sweep(self, now: float) -> None:
+        """Drop every idle entry, once per strike window: addresses that struck and left are not kept."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.limits.strike_window_s
+        window = self.limits.strike_window_s
+        for address in [a for a, c in self._clients.items() if c.idle(now, window)]:
+            del self._clients[address]
+
     def connect(self, address: str, now: float) -> Refusal | None:
         """Count a new connection, or refuse it (a strike)."""
+        self._sweep(now)
         client = self._client(address)
         if client.connections >= self.max_connections:
             return self._strike(address, client, now, Refusal(

@@ -84,16 +84,26 @@ class Metrics:
             ["route", "method", "status"], buckets=_LATENCY_BUCKETS, registry=registry)
         self._by_channel: dict[str, tuple[Any, Any, Any]] = {}
 
-    def observe_sent(self, channel: str, size: int, ts_ms: int, now_ms: int) -> None:
-        """One message of ``size`` bytes written on ``channel`` (children cached: this is the hot path)."""
+    def _children(self, channel: str) -> tuple[Any, Any, Any]:
+        """The channel's (messages, bytes, latency) children, cached: labels() is slow for the hot path."""
         children = self._by_channel.get(channel)
         if children is None:
             children = self._by_channel[channel] = (
                 self.messages_sent.labels(channel), self.bytes_sent.labels(channel), self.latency.labels(channel))
-        messages, sent_bytes, latency = children
+        return children
+
+    def observe_sent(self, channel: str, size: int, ts_ms: int, now_ms: int) -> None:
+        """One published message of ``size`` bytes written on ``channel``, timed from its ``ts``."""
+        messages, sent_bytes, latency = self._children(channel)
         messages.inc()
         sent_bytes.inc(size)
         latency.observe(max(0, now_ms - ts_ms) / 1000)
+
+    def count_sent(self, channel: str, size: int) -> None:
+        """A reply or a first frame (``connected``, the current snapshot): counted, not timed."""
+        messages, sent_bytes, _ = self._children(channel)
+        messages.inc()
+        sent_bytes.inc(size)
 
     def add_live_state(self, read: Callable[[], Iterable[LiveRow]]) -> None:
         """Register a reader of live state, called at every scrape."""

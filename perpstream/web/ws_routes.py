@@ -40,6 +40,7 @@ async def _refuse(context: AppContext, error: Message, code: str, close_code: in
     """Accept, explain, close: a browser cannot read a refused handshake's status."""
     frame = encode(error, channel=Channel.SYSTEM, ts=context.clock.now_ms())
     context.metrics.rejected.labels(str(close_code)).inc()
+    context.metrics.closes.labels(str(close_code)).inc()
     await websocket.send(frame.render(1))
     await websocket.close(close_code, code)
 

@@ -123,3 +123,17 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(peer: str, header: 
 
 def test_without_trusted_proxies_the_peer_is_the_client() -> None:
     assert ClientAddresses([]).resolve("127.0.0.1", ["1.2.3.4"]) == "127.0.0.1"
+
+
+def test_addresses_that_struck_and_left_are_swept_after_the_window() -> None:
+    table = limits(strikes_before_cooldown=100, strike_window_s=10.0)
+    for n in range(500):
+        address = f"10.1.{n // 256}.{n % 256}"
+        table.connect(address, 0.0)
+        table.connect(address, 0.0)
+        table.connect(address, 0.0)  # refused: a strike that outlives the connections
+        table.disconnect(address, 0.0)
+        table.disconnect(address, 0.0)
+    assert len(table) == 500  # each owes a strike for one window
+    table.connect("10.9.9.9", 10.5)
+    assert len(table) == 1  # the next connection after the window swept them
