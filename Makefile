@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/liquidation_index.py
 	$(BIN)/python bench/indexer_catchup.py
 	$(BIN)/python bench/conn_memory.py
+	$(BIN)/python bench/abuse_limits.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

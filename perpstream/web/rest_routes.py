@@ -110,12 +110,14 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
     @app.get("/api/v1/positions")
     async def open_positions() -> Response:
         """Every open position, ordered by position id; ``?limit=&after=`` pages through them."""
+        raw_limit = request.args.get("limit", "100")
         try:
-            limit = int(request.args.get("limit", "100"))
+            limit = int(raw_limit)
         except ValueError:
-            return error_response(400, "invalid_parameter", "limit must be an integer")
+            limit = 0
         if not 1 <= limit <= _MAX_PAGE:
-            return error_response(400, "invalid_parameter", f"limit must be between 1 and {_MAX_PAGE}")
+            return error_response(400, "invalid_parameter",
+                                  f"limit must be an integer from 1 to {_MAX_PAGE}, got {raw_limit[:80]!r}")
         after = request.args.get("after", "")
         if after and not _CURSOR.fullmatch(after):
             return error_response(400, "invalid_parameter",

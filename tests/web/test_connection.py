@@ -257,6 +257,24 @@ async def test_distinct_accounts_are_limited_across_an_address_s_connections(aut
     assert second.closed == (4429, "too_many_accounts")
 
 
+async def test_subscriptions_are_limited_across_an_address_s_connections(autojump_clock: trio.abc.Clock) -> None:
+    first, second = FakeSocket(), FakeSocket()
+    config = service_config(limits={"max_subscriptions_per_client": 2})
+    context = AppContext(config=config, registry=actors.Registry(), clock=WallClock(), metrics=Metrics())
+    async with connection(first, None, context=context) as (_, conn):
+        await first.inbox_send.send(_subscribe("prices", 1, market_id=BTC))
+        await first.inbox_send.send(_subscribe("market_stats", 2, market_id=BTC))
+        await trio.sleep(0.1)
+        async with connection(second, None, context=context):
+            await second.inbox_send.send(_subscribe("liquidations", 3))
+            await trio.sleep(0.1)
+        assert len(conn.streams) == 2 and first.closed is None
+    refused = next(m for m in second.sent if m.get("id") == 3)
+    assert refused["code"] == "too_many_subscriptions" and refused["retry_after_s"] == 15.0
+    assert "at most 2 subscriptions per client across its connections" in refused["message"]
+    assert second.closed == (4429, "too_many_subscriptions")
+
+
 async def test_an_address_s_subscriptions_are_released_when_its_connections_leave(
     autojump_clock: trio.abc.Clock,
 ) -> None:

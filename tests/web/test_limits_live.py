@@ -90,6 +90,8 @@ async def test_http_errors_speak_json(tmp_path: Path, monkeypatch: pytest.Monkey
         wrong_method = await http.delete("/api/v1/markets")
         assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
         assert "GET" in wrong_method.headers.get("allow", "")
+        bad_limit = await http.get("/api/v1/positions", params={"limit": "0"})
+        assert bad_limit.json()["error"]["message"] == "limit must be an integer from 1 to 1000, got '0'"
         junk = await http.get("/api/v1/positions", params={"after": "not-a-cursor"})
         assert junk.status_code == 400 and "after must be a position id" in junk.json()["error"]["message"]
         page = await http.get("/api/v1/positions", params={"after": "0x" + "0" * 64, "limit": 1})
