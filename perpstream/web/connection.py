@@ -61,7 +61,7 @@ from perpstream.web.context import AppContext
 from perpstream.web.limits import Refusal, TokenBucket
 from perpstream.web.stream import GuardedStream, text_frame
 
-__all__ = ["Connection", "LimitError", "WebSocketIO", "limit_error"]
+__all__ = ["Connection", "LimitError", "WebSocketIO", "limit_error", "log_refusal"]
 
 log = logging.getLogger("perpstream.web.connection")
 
@@ -93,6 +93,15 @@ class LimitError(Error):
 def limit_error(refusal: Refusal, request_id: int | str | None = None) -> LimitError:
     return LimitError(code=refusal.code, message=refusal.message, id=request_id,
                       retry_after_s=round(refusal.retry_after_s, 3))
+
+
+def log_refusal(logger: logging.Logger, client: str, refusal: Refusal, cooldown_s: float) -> None:
+    """Each refusal at debug; the one that cools an address down once, at warning, for operators."""
+    if refusal.starts_cooldown:
+        logger.warning("cooling down %s for %.0f s: it keeps hitting limits (last: %s)", client, cooldown_s,
+                       refusal.code)
+    else:
+        logger.debug("refused %s: %s", client, refusal.code)
 
 
 @attrs.frozen
@@ -342,6 +351,7 @@ class Connection:
         stream = _Stream(key, topics.snapshots.subscribe(self.sink), topics.events.subscribe(self.sink))
         stream.resources = resources
         self.streams[key.name] = stream
+        self.context.metrics.subscriptions.labels(key.channel.value).inc()
         self._by_subscription[stream.snapshots] = stream
         self._by_subscription[stream.events] = stream
         if ack:
@@ -356,7 +366,7 @@ class Connection:
     def _refuse(self, refusal: Refusal, request_id: int | str | None) -> None:
         """Over a limit: ``error`` with ``retry_after_s``, then ``goodbye`` and close 4429."""
         self.context.metrics.limit_refusals.labels(refusal.code).inc()
-        log.debug("refused %s on %s: %s", self.client, self.endpoint, refusal.code)
+        log_refusal(log, self.client, refusal, self.context.config.limits.cooldown_s)
         self.reply(limit_error(refusal, request_id))
         self.close(CloseCode.TOO_MANY, refusal.code)
 
@@ -370,7 +380,8 @@ class Connection:
         )
 
     async def _drop(self, stream: _Stream) -> None:
-        self.streams.pop(stream.key.name, None)
+        if self.streams.pop(stream.key.name, None) is not None:
+            self.context.metrics.subscriptions.labels(stream.key.channel.value).dec()
         self._by_subscription.pop(stream.snapshots, None)
         self._by_subscription.pop(stream.events, None)
         stream.snapshots.close()

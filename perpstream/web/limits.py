@@ -36,6 +36,7 @@ class Refusal:
     code: str
     message: str
     retry_after_s: float
+    starts_cooldown: bool = False  # this refusal's strike cooled the address down
 
 
 class TokenBucket:
@@ -190,7 +191,7 @@ class ClientLimits:
             client.strikes.clear()
             client.cooled_until = now + self.limits.cooldown_s
             self.cooldowns += 1
-            return attrs.evolve(refusal, retry_after_s=self.limits.cooldown_s)
+            return attrs.evolve(refusal, retry_after_s=self.limits.cooldown_s, starts_cooldown=True)
         self._forget_if_idle(address, now)
         return attrs.evolve(refusal, retry_after_s=max(refusal.retry_after_s, self.pace_s))
 

@@ -1,4 +1,4 @@
-"""Scrape-time metrics over the live actor tree, the sources and the open connections.
+"""Scrape-time metrics over the live actor tree, the sources and the connection guard.
 
 Read when ``/metrics`` is scraped, never copied continuously. Labels stay
 bounded: an actor is labelled by its name only when the configuration
@@ -9,14 +9,13 @@ account appears on the public endpoint.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from perpstream.web.context import AppContext
 from perpstream.web.metrics import LiveRow
 
-__all__ = ["install_live_metrics", "actor_rows", "connection_rows"]
+__all__ = ["SessionRestarts", "actor_rows", "guard_rows", "install_live_metrics"]
 
 
 def _walk(node: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
@@ -27,37 +26,50 @@ def _walk(node: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
         yield from _walk(child)
 
 
-def actor_rows(root: dict[str, Any] | None) -> Iterator[LiveRow]:
+class SessionRestarts:
+    """A running total of user-session restarts that only grows, as a counter must.
+
+    Sessions come and go, and a session's own count starts again at 0, so
+    their sum over the live tree would fall. This keeps the count last seen
+    per live session and adds only increases; a session that is gone leaves
+    its restarts in the total. Restarts between a session's last scrape and
+    its end are not seen: the total is a lower bound.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._seen: dict[str, int] = {}
+
+    def update(self, counts: dict[str, int]) -> int:
+        for name, restarts in counts.items():
+            before = self._seen.get(name, 0)
+            self.total += restarts - before if restarts >= before else restarts  # fewer: a new session
+        self._seen = dict(counts)
+        return self.total
+
+
+def actor_rows(root: dict[str, Any] | None, session_restarts: SessionRestarts) -> Iterator[LiveRow]:
     """Restarts (counters) and mailbox depth per bounded actor; sessions summed."""
-    sessions = session_restarts = 0
+    sessions: dict[str, int] = {}
     session_mailbox_max = 0
     for node in _walk(root):
         if node["kind"] == "session":
-            sessions += 1
-            session_restarts += node["restarts"]
+            sessions[node["name"]] = node["restarts"]
             session_mailbox_max = max(session_mailbox_max, node["mailbox"]["used"])
             continue
         labels = {"actor": node["name"]}
         yield ("perpstream_actor_restarts", "Restarts per actor slot", "counter", labels, node["restarts"])
         yield ("perpstream_actor_mailbox_depth", "Messages waiting in an actor's mailbox", "gauge", labels,
                node["mailbox"]["used"])
-    yield ("perpstream_sessions", "User sessions running (one per watched account)", "gauge", {}, sessions)
-    yield ("perpstream_session_restarts", "Restarts of the user sessions now running, summed", "counter", {},
-           session_restarts)
+    yield ("perpstream_sessions", "User sessions running (one per watched account)", "gauge", {}, len(sessions))
+    yield ("perpstream_session_restarts", "Restarts of user sessions, all sessions together", "counter", {},
+           session_restarts.update(sessions))
     yield ("perpstream_session_mailbox_depth_max", "Deepest mailbox among the user sessions", "gauge", {},
            session_mailbox_max)
 
 
-def connection_rows(connections: Iterable[object], guard: dict[str, int]) -> Iterator[LiveRow]:
-    """Open subscriptions per channel, and what the connection guard counted."""
-    per_channel: Counter[str] = Counter()
-    for connection in connections:
-        for stream in getattr(connection, "streams", {}).values():
-            per_channel[stream.key.channel.value] += 1
-    for channel, count in sorted(per_channel.items()):
-        yield ("perpstream_ws_subscriptions", "Open subscriptions per channel", "gauge", {"channel": channel}, count)
-    if not per_channel:
-        yield ("perpstream_ws_subscriptions", "Open subscriptions per channel", "gauge", {"channel": "prices"}, 0)
+def guard_rows(guard: dict[str, int]) -> Iterator[LiveRow]:
+    """What the connection guard counted (each only if the guard counts it)."""
     for name, help_text in (("cut_slow", "Connections cut because a send outlasted ws.send_timeout_s"),
                             ("cut_idle", "Connections cut after silence from the client"),
                             ("protocol_errors", "Connections closed for a protocol error below the message layer")):
@@ -73,10 +85,12 @@ def install_live_metrics(
 ) -> None:
     """Register the scrape-time metrics of a daemon."""
 
+    session_restarts = SessionRestarts()
+
     def live() -> Iterator[LiveRow]:
         now = context.clock.now()
-        yield from actor_rows(context.registry.snapshot().get("root"))  # type: ignore[arg-type]
-        yield from connection_rows(context.connections, context.guard_stats())
+        yield from actor_rows(context.registry.snapshot().get("root"), session_restarts)  # type: ignore[arg-type]
+        yield from guard_rows(context.guard_stats())
         yield ("perpstream_limits_clients", "Client addresses holding connections or owing a cooldown", "gauge",
                {}, len(context.limits))
         yield ("perpstream_limits_cooldowns", "Client addresses cooled down after repeated limit hits", "counter",

@@ -52,6 +52,8 @@ class Metrics:
         registry = self.registry = CollectorRegistry()
         self.connections = Gauge(
             "perpstream_ws_connections", "Open WebSocket connections per endpoint", ["endpoint"], registry=registry)
+        self.subscriptions = Gauge(
+            "perpstream_ws_subscriptions", "Open stream subscriptions per channel", ["channel"], registry=registry)
         self.closes = Counter(
             "perpstream_ws_closes", "WebSocket connections ended, by close code (peer: the client or network)",
             ["code"], registry=registry)

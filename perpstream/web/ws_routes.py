@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 
 from perpstream.protocol import Channel, CloseCode, Error, Message, encode
 from perpstream.streams import BadStreamParameter, StreamKey
-from perpstream.web.connection import Connection, WebSocketIO, limit_error
+from perpstream.web.connection import Connection, WebSocketIO, limit_error, log_refusal
 from perpstream.web.context import AppContext
 from perpstream.web.rest_routes import error_response
 
@@ -62,7 +62,7 @@ async def _serve(context: AppContext, endpoint: str, key: Callable[[], StreamKey
     await websocket.accept()
     if (refusal := limits.connect(client, context.clock.now())) is not None:
         context.metrics.limit_refusals.labels(refusal.code).inc()
-        log.debug("refused a connection from %s: %s", client, refusal.code)
+        log_refusal(log, client, refusal, context.config.limits.cooldown_s)
         await _refuse(context, limit_error(refusal), refusal.code, CloseCode.TOO_MANY)
         return None
     try:
