@@ -25,7 +25,9 @@ async def _refused_with_4429(daemon: Daemon, headers: list[tuple[str, str]] | No
     return error
 
 
-async def test_an_address_over_its_limits_is_refused_then_cooled_down_with_http_429(tmp_path: Path) -> None:
+async def test_an_address_over_its_limits_is_refused_then_cooled_down_with_http_429(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = e2e_config(tmp_path, ws={"max_connections_per_client": 2},
                         limits={"strikes_before_cooldown": 2, "strike_window_s": 60.0, "cooldown_s": 30.0})
     async with running_daemon(config) as daemon, httpx.AsyncClient(base_url=daemon.http) as http:
@@ -52,6 +54,9 @@ async def test_an_address_over_its_limits_is_refused_then_cooled_down_with_http_
             assert 'perpstream_ws_limit_refusals_total{code="cooling_down"} 1.0' in metrics
             assert 'perpstream_ws_limit_refusals_total{code="too_many_connections"} 2.0' in metrics
             assert "127.0.0.1" not in metrics
+    cooling = [r for r in caplog.records if "cooling down" in r.getMessage()]
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in cooling] == [
+        ("WARNING", "cooling down 127.0.0.1 for 30 s")]  # once, not per refusal
 
 
 async def test_forwarded_for_names_the_client_only_behind_a_trusted_proxy(tmp_path: Path) -> None:
