@@ -150,6 +150,7 @@ class Connection:
         self._control = self._control_topic.subscribe(self.sink)
         self._system_seq = 0
         self.malformed = 0
+        self.closing = False
         self.closed = False
 
     # ------------------------------------------------------------ public
@@ -178,7 +179,12 @@ class Connection:
                 self._control.close()
 
     def close(self, code: int, goodbye: str | None) -> None:
-        """Ask the writer to say ``goodbye`` and close (from any task, never blocks)."""
+        """Ask the writer to say ``goodbye`` and close (from any task, never blocks).
+
+        The reader stops taking requests: a client flooding a connection that
+        is already closing (say, over a limit) earns no further answers or strikes.
+        """
+        self.closing = True
         self._control_topic.publish(_Close(code, goodbye))
 
     # ------------------------------------------------------------ writing
@@ -283,8 +289,10 @@ class Connection:
     async def _read_loop(self, cancel_scope: trio.CancelScope) -> None:
         ws = self.context.config.ws
         markets = self.context.market_ids
-        while True:
+        while not self.closing:
             frame = await self.io.receive()
+            if self.closing:
+                return
             try:
                 request = parse_client_message(
                     frame, max_bytes=ws.max_frame_bytes, markets=markets, multiplexed=self.multiplexed

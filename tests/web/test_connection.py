@@ -305,3 +305,16 @@ async def test_closes_bytes_and_subscriptions_are_counted_without_addresses(auto
     assert sent > 50
     assert "perpstream_ws_publish_to_socket_seconds_bucket" in text
     assert "198.51.100.7" not in text
+
+
+async def test_requests_after_a_refusal_earn_no_more_answers_or_strikes(autojump_clock: trio.abc.Clock) -> None:
+    socket = FakeSocket()
+    async with connection(socket, None, max_subscriptions_per_connection=1,
+                          limits={"strikes_before_cooldown": 3}) as (context, _):
+        await socket.inbox_send.send(_subscribe("prices", 1, market_id=BTC))
+        for i in range(20):
+            await socket.inbox_send.send(_subscribe("market_stats", 2 + i, market_id=BTC))
+        await trio.sleep(0.1)
+        assert context.limits.cooling_down("198.51.100.7", context.clock.now()) == 0.0
+    assert [m.get("code") for m in socket.sent if m["type"] == "error"] == ["too_many_subscriptions"]
+    assert socket.closed == (4429, "too_many_subscriptions")
