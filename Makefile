@@ -2,6 +2,9 @@
 # Both create the virtual environment and install into it on first use.
 
 PYTHON ?= python3
+# make run PORT=8100 CONFIG=config/hermes.example.toml
+CONFIG ?= config/default.toml
+PORT ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -17,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/perpstream serve --config config/default.toml
+	$(BIN)/perpstream serve --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -29,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/liquidation_index.py
 	$(BIN)/python bench/indexer_catchup.py
 	$(BIN)/python bench/conn_memory.py
+	$(BIN)/python bench/abuse_limits.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -16,8 +16,9 @@ import attrs
 import trio
 
 from perpstream import __version__
-from perpstream.config import Config, ConfigError, load_config, unstructure
+from perpstream.config import Config, ConfigError, load_config, unstructure, validate
 from perpstream.logs import configure_logging
+from perpstream.systemd import notify
 
 __all__ = ["main"]
 
@@ -87,8 +88,8 @@ async def _serve_until_signalled(config: Config) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
-            async def daemon() -> None:
-                await run_daemon(config, shutdown=shutdown)
+            async def daemon(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                await run_daemon(config, shutdown=shutdown, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             async def deadline() -> None:
@@ -96,7 +97,8 @@ async def _serve_until_signalled(config: Config) -> None:
                 log.error("shutdown took longer than %.0f s; exiting now", SHUTDOWN_DEADLINE_S)
                 os._exit(1)
 
-            nursery.start_soon(daemon)
+            bound = await nursery.start(daemon)
+            notify("READY=1\nSTATUS=serving " + " ".join(f"{host}:{port}" for host, port in bound))
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if shutdown.is_set():
@@ -104,6 +106,7 @@ async def _serve_until_signalled(config: Config) -> None:
                     logging.shutdown()
                     os._exit(128 + signum)
                 log.info("%s received: shutting down gracefully (send it again to exit at once)", name)
+                notify("STOPPING=1")
                 shutdown.set()
                 nursery.start_soon(deadline)
 
@@ -188,9 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = attrs.evolve(
         config,
         server=attrs.evolve(config.server, host=args.host or config.server.host,
-                            port=args.port or config.server.port),
+                            port=config.server.port if args.port is None else args.port),
         log=attrs.evolve(config.log, level=args.log_level or config.log.level,
                          format=args.log_format or config.log.format),
     )
+    try:
+        validate(config, "the command line")
+    except ConfigError as exc:
+        print(f"perpstream: {exc}", file=sys.stderr)
+        return 2
     configure_logging(config.log.level, config.log.format)
     return _serve(config)

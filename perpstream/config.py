@@ -11,8 +11,10 @@ representation, which is the number the user typed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -29,6 +31,8 @@ __all__ = [
     "MarketConfig",
     "load_config",
     "parse_config",
+    "ranged",
+    "validate",
 ]
 
 T = TypeVar("T")
@@ -44,13 +48,67 @@ class ConfigError(ValueError):
         super().__init__(f"invalid configuration in {source}:\n{lines}")
 
 
+# ---------------------------------------------------------------- ranges
+
+
+@attrs.frozen
+class Range:
+    """The values a numeric key allows; ``None`` leaves that side open."""
+
+    ge: Decimal | None = None  # at least
+    gt: Decimal | None = None  # more than
+    le: Decimal | None = None  # at most
+    lt: Decimal | None = None  # less than
+
+    def __contains__(self, value: object) -> bool:
+        number = Decimal(str(value))
+        return not (
+            (self.ge is not None and number < self.ge)
+            or (self.gt is not None and number <= self.gt)
+            or (self.le is not None and number > self.le)
+            or (self.lt is not None and number >= self.lt)
+        )
+
+    def __str__(self) -> str:
+        low = f">= {self.ge}" if self.ge is not None else f"> {self.gt}" if self.gt is not None else ""
+        high = f"<= {self.le}" if self.le is not None else f"< {self.lt}" if self.lt is not None else ""
+        return " and ".join(part for part in (low, high) if part) or "any number"
+
+
+Bound = Decimal | float | int | str | None
+
+
+def _bound(value: Bound) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def ranged(
+    default: T,
+    *,
+    ge: Bound = None,
+    gt: Bound = None,
+    le: Bound = None,
+    lt: Bound = None,
+) -> T:
+    """A numeric key with its default and allowed range: ``port: int = ranged(8000, ge=1, le=65535)``.
+
+    The range is checked when a file is loaded (every violation listed, with
+    the key's full path), so a bad value is a clear error at start-up rather
+    than a crash loop deep inside an actor. Every int, float and Decimal key
+    must be declared this way; a test walks the config classes to hold that.
+    """
+    bounds = Range(_bound(ge), _bound(gt), _bound(le), _bound(lt))
+    result: T = attrs.field(default=default, metadata={"range": bounds})
+    return result
+
+
 # ---------------------------------------------------------------- sections
 
 
 @attrs.frozen
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = ranged(8000, ge=1, le=65535)
     data_dir: str = "data"  # relative paths are relative to the working directory
 
 
@@ -62,27 +120,27 @@ class LogConfig:
 
 @attrs.frozen
 class SimulatedFeedConfig:
-    interval_ms: int = 400  # Pyth's own cadence
-    seed: int = 7
+    interval_ms: int = ranged(400, ge=1, le=3_600_000)  # Pyth's own cadence
+    seed: int = ranged(7, ge=0)
 
 
 @attrs.frozen
 class HermesFeedConfig:
     base_url: str = "https://hermes.pyth.network"
     api_key_env: str = "PYTH_API_KEY"  # the key itself never lives in a file
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    rate_limited_wait_s: float = 60.0  # after a 429 without Retry-After (Pyth's documented penalty)
-    requests_per_minute: float = 30.0  # request budget of every reconnect path (Pyth allows 180)
-    request_burst: int = 6
+    connect_timeout_s: float = ranged(10.0, gt=0, le=600)
+    read_timeout_s: float = ranged(30.0, gt=0, le=3600)
+    backoff_initial_s: float = ranged(0.5, gt=0, le=600)
+    backoff_max_s: float = ranged(30.0, gt=0, le=3600)
+    rate_limited_wait_s: float = ranged(60.0, gt=0, le=3600)  # after a 429 without Retry-After (Pyth's documented penalty)
+    requests_per_minute: float = ranged(30.0, gt=0, le=6000)  # request budget of every reconnect path (Pyth allows 180)
+    request_burst: int = ranged(6, ge=1, le=1000)
 
 
 @attrs.frozen
 class FeedConfig:
     source: Literal["simulated", "hermes"] = "simulated"
-    stale_after_ms: int = 10_000
+    stale_after_ms: int = ranged(10_000, ge=1)
     simulated: SimulatedFeedConfig = SimulatedFeedConfig()
     hermes: HermesFeedConfig = HermesFeedConfig()
 
@@ -90,10 +148,10 @@ class FeedConfig:
 @attrs.frozen
 class DemoConfig:
     enabled: bool = True
-    accounts: int = 12
-    seed: int = 11
-    trade_interval_ms: int = 1500
-    funding_interval_ms: int = 30_000
+    accounts: int = ranged(12, ge=1, le=10_000)
+    seed: int = ranged(11, ge=0)
+    trade_interval_ms: int = ranged(1500, ge=1)
+    funding_interval_ms: int = ranged(30_000, ge=1)
 
 
 @attrs.frozen
@@ -102,38 +160,56 @@ class ChainConfig:
     rpc_url: str = ""
     rpc_url_env: str = "PERPSTREAM_RPC_URL"  # overrides rpc_url when set
     contract_address: str = ""
-    start_block: int = 0
-    confirmations: int = 3
-    poll_interval_ms: int = 1000
-    max_block_range: int = 2000
-    rpc_timeout_s: float = 15.0  # per JSON-RPC request; a timed-out request is retried
+    start_block: int = ranged(0, ge=0)
+    confirmations: int = ranged(3, ge=0, le=10_000)
+    poll_interval_ms: int = ranged(1000, ge=1, le=3_600_000)
+    max_block_range: int = ranged(2000, ge=1, le=1_000_000)
+    # per JSON-RPC request; a timed-out request is retried
+    rpc_timeout_s: float = ranged(15.0, gt=0, le=600)
     demo: DemoConfig = DemoConfig()
 
 
 @attrs.frozen
 class StreamsConfig:
-    prices_interval_ms: int = 1000
-    positions_interval_ms: int = 2000
-    liquidations_interval_ms: int = 5000
-    market_stats_interval_ms: int = 5000
-    liquidation_candidates: int = 20
+    prices_interval_ms: int = ranged(1000, ge=1, le=3_600_000)
+    positions_interval_ms: int = ranged(2000, ge=1, le=3_600_000)
+    liquidations_interval_ms: int = ranged(5000, ge=1, le=3_600_000)
+    market_stats_interval_ms: int = ranged(5000, ge=1, le=3_600_000)
+    liquidation_candidates: int = ranged(20, ge=1, le=10_000)
 
 
 @attrs.frozen
 class WebSocketConfig:
-    send_timeout_s: float = 30.0
-    ping_interval_s: float = 20.0
-    max_frame_bytes: int = 65_536
-    max_malformed: int = 3
-    max_connections_per_client: int = 64
-    max_subscriptions_per_connection: int = 32
-    event_buffer: int = 256
+    send_timeout_s: float = ranged(30.0, gt=0, le=3600)
+    ping_interval_s: float = ranged(20.0, gt=0, le=3600)
+    # A subscribe request with a long id must fit; 16 MiB bounds a reader's memory.
+    max_frame_bytes: int = ranged(65_536, ge=1024, le=16 * 1024 * 1024)
+    max_malformed: int = ranged(3, ge=1, le=1000)
+    # Open connections per client address (see [limits] for the rest of an address's allowance).
+    max_connections_per_client: int = ranged(64, ge=1)
+    max_subscriptions_per_connection: int = ranged(32, ge=1)
+    event_buffer: int = ranged(256, ge=1, le=1_000_000)
     compression: bool = False  # permessage-deflate: costs CPU and ~100 KB per connection
 
 
 @attrs.frozen
+class LimitsConfig:
+    """What one client address may hold and how fast it may ask (docs/websocket.md, Limits)."""
+
+    max_subscriptions_per_client: int = ranged(1000, ge=1)  # across all its connections
+    max_accounts_per_client: int = ranged(32, ge=1)  # distinct positions streams across its connections
+    subscribe_rate_per_s: float = ranged(5.0, gt=0)  # subscribe/unsubscribe per connection, refilled
+    subscribe_burst: int = ranged(20, ge=1)  # requests a connection may send at once
+    strikes_before_cooldown: int = ranged(5, ge=1)  # limit hits within strike_window_s ...
+    strike_window_s: float = ranged(60.0, gt=0, le=86_400)
+    cooldown_s: float = ranged(60.0, ge=0, le=86_400)  # ... refuse its handshakes this long (0: never)
+    # Peers whose X-Forwarded-For names the client (addresses or CIDR networks); none by default.
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class SessionsConfig:
-    grace_s: float = 10.0
+    grace_s: float = ranged(10.0, ge=0, le=86_400)
 
 
 @attrs.frozen
@@ -142,15 +218,22 @@ class DebugConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    # "public": anyone may scrape /metrics; "debug": the same rule as /debug
+    # (the bearer token when one is set, else loopback peers only).
+    access: Literal["public", "debug"] = "public"
+
+
+@attrs.frozen
 class FundingParams:
-    skew_scale: Decimal = Decimal("1000")
-    max_rate_per_hour: Decimal = Decimal("0.0001")
+    skew_scale: Decimal = ranged(Decimal("1000"), gt=0)
+    max_rate_per_hour: Decimal = ranged(Decimal("0.0001"), ge=0, le=1)
 
 
 @attrs.frozen
 class SimulatedMarketParams:
-    start_price: Decimal = Decimal("100")
-    annual_volatility: Decimal = Decimal("0.8")
+    start_price: Decimal = ranged(Decimal("100"), gt=0)
+    annual_volatility: Decimal = ranged(Decimal("0.8"), ge=0, le=10_000)
 
 
 @attrs.frozen
@@ -158,11 +241,12 @@ class MarketConfig:
     id: str
     base: str
     pyth_feed_id: str
-    max_leverage: Decimal = Decimal("150")
-    maintenance_margin_ratio: Decimal = Decimal("0.005")
-    liquidation_fee_ratio: Decimal = Decimal("0.005")
-    min_keeper_fee: Decimal = Decimal("5")
-    max_keeper_fee: Decimal = Decimal("1000")
+    max_leverage: Decimal = ranged(Decimal("150"), ge=1, le=10_000)
+    # Also below 1/1.2 (checked with the other fields), so the warning level is reachable.
+    maintenance_margin_ratio: Decimal = ranged(Decimal("0.005"), gt=0, lt=1)
+    liquidation_fee_ratio: Decimal = ranged(Decimal("0.005"), ge=0, lt=1)
+    min_keeper_fee: Decimal = ranged(Decimal("5"), ge=0)
+    max_keeper_fee: Decimal = ranged(Decimal("1000"), ge=0)
     funding: FundingParams = FundingParams()
     simulated: SimulatedMarketParams = SimulatedMarketParams()
 
@@ -210,8 +294,10 @@ class Config:
     streams: StreamsConfig = StreamsConfig()
     risk: RiskConfig = RiskConfig()
     ws: WebSocketConfig = WebSocketConfig()
+    limits: LimitsConfig = LimitsConfig()
     sessions: SessionsConfig = SessionsConfig()
     debug: DebugConfig = DebugConfig()
+    metrics: MetricsConfig = MetricsConfig()
     markets: tuple[MarketConfig, ...] = attrs.field(factory=_default_markets)
 
     def market(self, market_id: str) -> MarketConfig | None:
@@ -247,6 +333,13 @@ def _structure_decimal(value: object, _: type) -> Decimal:
     return result
 
 
+def _structure_literal(value: object, kind: Any) -> object:
+    choices = get_args(kind)
+    if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+        raise ValueError(f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     converter.register_structure_hook(int, _strict(int, (int,), "an integer"))
@@ -254,6 +347,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _strict(str, (str,), "a string"))
     converter.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
     converter.register_structure_hook(Decimal, _structure_decimal)
+    converter.register_structure_hook_func(lambda kind: get_origin(kind) is Literal, _structure_literal)
     converter.register_unstructure_hook(Decimal, str)
     return converter
 
@@ -261,11 +355,26 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
+def _range_problems(value: object, where: str) -> Iterator[str]:
+    """Every ranged key out of its range, anywhere in a structured config."""
+    if isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _range_problems(item, f"{where}[{i}]")
+        return
+    if not attrs.has(type(value)):
+        return
+    for field in attrs.fields(type(value)):
+        current = getattr(value, field.name)
+        path = f"{where}.{field.name}" if where else field.name
+        bounds: Range | None = field.metadata.get("range")
+        if bounds is not None and current not in bounds:
+            yield f"{path}: {current} is out of range (allowed: {bounds})"
+        yield from _range_problems(current, path)
+
+
 def _validate(config: Config) -> list[str]:
-    """Cross-field checks that types alone cannot express."""
-    problems: list[str] = []
-    if not 0 < config.server.port < 65536:
-        problems.append(f"server.port: expected 1..65535, got {config.server.port}")
+    """Ranges, then the checks between fields that types and ranges cannot express."""
+    problems = list(_range_problems(config, ""))
     seen: set[str] = set()
     for i, market in enumerate(config.markets):
         where = f"markets[{i}]"
@@ -279,12 +388,11 @@ def _validate(config: Config) -> list[str]:
         except ValueError as exc:
             problems.append(f"{where}.pyth_feed_id: {exc}")
         # Below 1/1.2, so the warning level (health 1.2) is reachable before equity runs out.
-        if not 0 < market.maintenance_margin_ratio * Decimal("1.2") < 1:
-            problems.append(f"{where}.maintenance_margin_ratio: expected more than 0 and less than 1/1.2")
+        if market.maintenance_margin_ratio * Decimal("1.2") >= 1:
+            problems.append(f"{where}.maintenance_margin_ratio: {market.maintenance_margin_ratio} is out of range "
+                            "(allowed: more than 0 and less than 1/1.2)")
         if market.min_keeper_fee > market.max_keeper_fee:
             problems.append(f"{where}: min_keeper_fee exceeds max_keeper_fee")
-        if market.funding.skew_scale <= 0:
-            problems.append(f"{where}.funding.skew_scale: expected > 0")
     if not config.markets:
         problems.append("markets: at least one market is required")
     if config.chain.source == "rpc" and not (config.chain.rpc_url or os.environ.get(config.chain.rpc_url_env)):
@@ -294,12 +402,25 @@ def _validate(config: Config) -> list[str]:
     if config.ws.send_timeout_s <= config.ws.ping_interval_s:
         # A live client is silent for up to one ping interval between pongs.
         problems.append("ws.send_timeout_s: must be longer than ws.ping_interval_s")
-    for name in ("confirmations", "poll_interval_ms", "max_block_range"):
-        if getattr(config.chain, name) < (0 if name == "confirmations" else 1):
-            problems.append(f"chain.{name}: out of range")
-    if not config.chain.rpc_timeout_s > 0:
-        problems.append("chain.rpc_timeout_s: expected > 0")
+    if config.feed.hermes.backoff_initial_s > config.feed.hermes.backoff_max_s:
+        problems.append("feed.hermes.backoff_initial_s: must not exceed feed.hermes.backoff_max_s")
+    for i, proxy in enumerate(config.limits.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append(f"limits.trusted_proxies[{i}]: {proxy!r} is not an IP address or CIDR network")
     return problems
+
+
+def validate(config: Config, source: str = "<config>") -> Config:
+    """``config`` if every key is in range and the fields agree; else ConfigError naming each problem.
+
+    For configs changed after loading (command-line overrides, tests).
+    """
+    problems = _validate(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
 
 
 def _describe_error(exc: BaseException, kind: type | None) -> str:
@@ -308,9 +429,6 @@ def _describe_error(exc: BaseException, kind: type | None) -> str:
         return f"unknown key(s): {', '.join(sorted(exc.extra_fields))}"
     if isinstance(exc, KeyError):
         return "required key is missing"
-    if get_origin(kind) is Literal:
-        choices = ", ".join(repr(c) for c in get_args(kind))
-        return f"expected one of {choices}"
     if isinstance(exc, (TypeError, ValueError)) and exc.args:
         return str(exc)
     return format_exception(exc, kind)
@@ -335,10 +453,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
             text, _, path = message.rpartition(" @ ")
             problems.append(f"{_readable_path(path)}: {text}" if text else message)
         raise ConfigError(source, problems) from None
-    problems = _validate(config)
-    if problems:
-        raise ConfigError(source, problems)
-    return config
+    return validate(config, source)
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -71,7 +71,8 @@ async def run_daemon(
             context = AppContext(
                 config=config, registry=system.registry, clock=clock, metrics=metrics,
                 debug_token=os.environ.get(config.debug.token_env) or None,
-                guard_stats=lambda: {"cut_slow": guard.cut_slow, "cut_idle": guard.cut_idle},
+                guard_stats=lambda: {"cut_slow": guard.cut_slow, "cut_idle": guard.cut_idle,
+                                     "protocol_errors": getattr(guard, "protocol_errors", 0)},
                 stream_of=guard.stream_of,
             )
             install_health(context, feed_status=built.feed.status, indexer_status=built.indexer_status)

@@ -631,7 +631,8 @@ def add_watch_parser(subcommands: Any) -> None:
     )
     parser.add_argument("stream", nargs="?", choices=[k.name for k in STREAM_KINDS], help="which stream")
     parser.add_argument("key", nargs="?", help="market id (prices, market-stats) or account address (positions)")
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"the daemon's base URL (default {DEFAULT_URL})")
+    parser.add_argument("--url", default=os.environ.get("PERPSTREAM_URL") or DEFAULT_URL,
+                        help=f"the daemon's base URL (default: $PERPSTREAM_URL, else {DEFAULT_URL})")
     parser.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
                         help="stop after this long (default: until Ctrl-C)")
     parser.add_argument("--color", choices=["auto", "always", "never"], default="auto",

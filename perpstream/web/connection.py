@@ -16,6 +16,11 @@ waiting for this writer:
   socket after ``ws.send_timeout``, the framework cancels this handler, and
   the subscriptions are closed on the way out, so the memory is freed.
 
+Limits (``perpstream.web.limits``): every subscription counts against the
+client address's allowance, and subscribe/unsubscribe requests draw on this
+connection's token bucket; over either, the client gets an ``error`` with
+``retry_after_s``, a ``goodbye`` and close 4429.
+
 Replies to the client's own messages (``pong``, ``error``, acks) and
 server-initiated closes go through a small private control topic on the
 same sink, so the writer stays the only sender and ordering is preserved.
@@ -53,9 +58,10 @@ from perpstream.web.client_messages import (
     parse_client_message,
 )
 from perpstream.web.context import AppContext
+from perpstream.web.limits import Refusal, TokenBucket
 from perpstream.web.stream import GuardedStream, text_frame
 
-__all__ = ["Connection", "WebSocketIO"]
+__all__ = ["Connection", "LimitError", "WebSocketIO", "limit_error", "log_refusal"]
 
 log = logging.getLogger("perpstream.web.connection")
 
@@ -75,6 +81,27 @@ class WebSocketIO:
     receive: Callable[[], Awaitable[str | bytes]]
     close: Callable[[int, str], Awaitable[None]]
     raw: GuardedStream | None = None
+
+
+@attrs.frozen(kw_only=True)
+class LimitError(Error):
+    """An ``error`` for a limit the client went over: it also says when to try again."""
+
+    retry_after_s: float
+
+
+def limit_error(refusal: Refusal, request_id: int | str | None = None) -> LimitError:
+    return LimitError(code=refusal.code, message=refusal.message, id=request_id,
+                      retry_after_s=round(refusal.retry_after_s, 3))
+
+
+def log_refusal(logger: logging.Logger, client: str, refusal: Refusal, cooldown_s: float) -> None:
+    """Each refusal at debug; the one that cools an address down once, at warning, for operators."""
+    if refusal.starts_cooldown:
+        logger.warning("cooling down %s for %.0f s: it keeps hitting limits (last: %s)", client, cooldown_s,
+                       refusal.code)
+    else:
+        logger.debug("refused %s: %s", client, refusal.code)
 
 
 @attrs.frozen
@@ -105,11 +132,17 @@ class _Stream:
 class Connection:
     """Serves one WebSocket until the client leaves, misbehaves, or the server stops."""
 
-    def __init__(self, io: WebSocketIO, context: AppContext, *, endpoint: str, multiplexed: bool) -> None:
+    def __init__(
+        self, io: WebSocketIO, context: AppContext, *, endpoint: str, multiplexed: bool, client: str = "local"
+    ) -> None:
+        """``client`` is the address whose allowance this connection's subscriptions count against."""
         self.io = io
         self.context = context
         self.endpoint = endpoint
         self.multiplexed = multiplexed
+        self.client = client
+        limits = context.config.limits
+        self._requests = TokenBucket(limits.subscribe_rate_per_s, limits.subscribe_burst, context.clock.now())
         self.sink = Sink()
         self.streams: dict[str, _Stream] = {}
         self._by_subscription: dict[Subscription[Frame], _Stream] = {}
@@ -117,6 +150,7 @@ class Connection:
         self._control = self._control_topic.subscribe(self.sink)
         self._system_seq = 0
         self.malformed = 0
+        self.closing = False
         self.closed = False
 
     # ------------------------------------------------------------ public
@@ -134,6 +168,8 @@ class Connection:
                 await self._write_loop()
                 nursery.cancel_scope.cancel()
         finally:
+            if not self.closed:
+                metrics.closes.labels("peer").inc()  # the client left, or the network or the guard cut it
             self.closed = True
             self.context.connections.discard(self)
             metrics.connections.labels(self.endpoint).dec()
@@ -143,7 +179,12 @@ class Connection:
                 self._control.close()
 
     def close(self, code: int, goodbye: str | None) -> None:
-        """Ask the writer to say ``goodbye`` and close (from any task, never blocks)."""
+        """Ask the writer to say ``goodbye`` and close (from any task, never blocks).
+
+        The reader stops taking requests: a client flooding a connection that
+        is already closing (say, over a limit) earns no further answers or strikes.
+        """
+        self.closing = True
         self._control_topic.publish(_Close(code, goodbye))
 
     # ------------------------------------------------------------ writing
@@ -202,8 +243,9 @@ class Connection:
                     frame: Frame = delivery.item
                     if delivery.skipped:
                         metrics.conflated.inc(delivery.skipped)
-                    await self._send(stream.render(frame, delivery.skipped))
-                    metrics.observe_sent(stream.key.channel.value, frame.ts, self.context.clock.now_ms())
+                    payload = stream.render(frame, delivery.skipped)
+                    await self._send(payload)
+                    metrics.observe_sent(stream.key.channel.value, len(payload), frame.ts, self.context.clock.now_ms())
 
     async def _drain_control(self) -> bool:
         """Send queued control messages; True once the connection is closed."""
@@ -220,19 +262,26 @@ class Connection:
             item = delivery.item
             if isinstance(item, _StreamFrame):
                 if self.streams.get(item.stream.key.name) is item.stream:
-                    await self._send(item.stream.render(item.frame))
+                    payload = item.stream.render(item.frame)
+                    await self._send(payload)
+                    self.context.metrics.count_sent(item.stream.key.channel.value, len(payload))
                 continue
             if isinstance(item, _Close):
                 await self._close_now(item.code, item.goodbye)
                 return True
             assert isinstance(item, Message)
-            await self._send(self._system(item))
+            payload = self._system(item)
+            await self._send(payload)
+            self.context.metrics.count_sent(Channel.SYSTEM.value, len(payload))
 
     async def _close_now(self, code: int, goodbye: str | None) -> None:
         if goodbye is not None:
-            await self._send(self._system(Goodbye(reason=goodbye)))
+            payload = self._system(Goodbye(reason=goodbye))
+            await self._send(payload)
+            self.context.metrics.count_sent(Channel.SYSTEM.value, len(payload))
         await self._flush()
         self.closed = True
+        self.context.metrics.closes.labels(str(code)).inc()
         await self.io.close(code, goodbye or "")
 
     # ------------------------------------------------------------ reading
@@ -240,8 +289,10 @@ class Connection:
     async def _read_loop(self, cancel_scope: trio.CancelScope) -> None:
         ws = self.context.config.ws
         markets = self.context.market_ids
-        while True:
+        while not self.closing:
             frame = await self.io.receive()
+            if self.closing:
+                return
             try:
                 request = parse_client_message(
                     frame, max_bytes=ws.max_frame_bytes, markets=markets, multiplexed=self.multiplexed
@@ -249,6 +300,7 @@ class Connection:
             except ClientMessageError as exc:
                 self.reply(Error(code=exc.code, message=exc.message, id=exc.id))
                 if exc.malformed:
+                    self.context.metrics.malformed.inc()
                     self.malformed += 1
                     if self.malformed >= ws.max_malformed:
                         self.close(CloseCode.POLICY, "repeated_malformed_input")
@@ -256,7 +308,14 @@ class Connection:
                 continue
             if isinstance(request, Ping):
                 self.reply(Pong(id=request.id))
-            elif isinstance(request, Subscribe):
+                continue
+            if (wait := self._requests.take(self.context.clock.now())) > 0:
+                limits = self.context.config.limits
+                self._refuse(self.context.limits.strike(self.client, self.context.clock.now(), Refusal(
+                    "rate_limited", f"at most {limits.subscribe_burst} subscribe/unsubscribe requests at once, "
+                    f"then {limits.subscribe_rate_per_s:g} per second", wait)), request.id)
+                return
+            if isinstance(request, Subscribe):
                 await self._subscribe(request.stream, request_id=request.id, ack=True)
             elif isinstance(request, Unsubscribe):
                 stream = self.streams.get(request.stream.name)
@@ -274,12 +333,17 @@ class Connection:
         if key.name in self.streams:
             self.reply(Error(code="already_subscribed", message=f"already subscribed to {key.name}", id=request_id))
             return
+        limits = self.context.limits
+        account = key.key if key.channel is Channel.POSITIONS else None
         if len(self.streams) >= limit:
-            self.reply(Error(code="too_many_subscriptions",
-                             message=f"at most {limit} subscriptions per connection", id=request_id))
-            self.close(CloseCode.TOO_MANY, "too_many_subscriptions")
+            self._refuse(limits.strike(self.client, self.context.clock.now(), Refusal(
+                "too_many_subscriptions", f"at most {limit} subscriptions per connection", 0.0)), request_id)
+            return
+        if (refusal := limits.subscribe(self.client, account, self.context.clock.now())) is not None:
+            self._refuse(refusal, request_id)
             return
         resources = AsyncExitStack()
+        resources.callback(lambda: limits.unsubscribe(self.client, account, self.context.clock.now()))
         try:
             await resources.enter_async_context(self.context.attach(key))
         except Exception as exc:
@@ -295,6 +359,7 @@ class Connection:
         stream = _Stream(key, topics.snapshots.subscribe(self.sink), topics.events.subscribe(self.sink))
         stream.resources = resources
         self.streams[key.name] = stream
+        self.context.metrics.subscriptions.labels(key.channel.value).inc()
         self._by_subscription[stream.snapshots] = stream
         self._by_subscription[stream.events] = stream
         if ack:
@@ -306,6 +371,13 @@ class Connection:
         if latest is not None:
             self._control_topic.publish(_StreamFrame(stream, latest))
 
+    def _refuse(self, refusal: Refusal, request_id: int | str | None) -> None:
+        """Over a limit: ``error`` with ``retry_after_s``, then ``goodbye`` and close 4429."""
+        self.context.metrics.limit_refusals.labels(refusal.code).inc()
+        log_refusal(log, self.client, refusal, self.context.config.limits.cooldown_s)
+        self.reply(limit_error(refusal, request_id))
+        self.close(CloseCode.TOO_MANY, refusal.code)
+
     def _connected_frame(self, key: StreamKey) -> Frame:
         field = key.key_field
         return encode(
@@ -316,7 +388,8 @@ class Connection:
         )
 
     async def _drop(self, stream: _Stream) -> None:
-        self.streams.pop(stream.key.name, None)
+        if self.streams.pop(stream.key.name, None) is not None:
+            self.context.metrics.subscriptions.labels(stream.key.channel.value).dec()
         self._by_subscription.pop(stream.snapshots, None)
         self._by_subscription.pop(stream.events, None)
         stream.snapshots.close()

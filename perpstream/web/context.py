@@ -1,4 +1,4 @@
-"""What the web layer shares: config, the actor registry, clock, metrics, open connections."""
+"""What the web layer shares: config, the actor registry, clock, metrics, open connections, limits."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from perpstream.protocol import Channel
 from perpstream.services.session import acquire_session
 from perpstream.services.topics import SESSION_DIRECTORY, StreamTopics
 from perpstream.streams import StreamKey
+from perpstream.web.limits import ClientAddresses, ClientLimits
 from perpstream.web.metrics import Metrics
 from perpstream.web.stream import GuardedStream
 
@@ -30,7 +31,12 @@ class AppContext:
     clock: WallClock
     metrics: Metrics
     connections: set[object] = attrs.field(factory=set)
-    connections_per_client: dict[str, int] = attrs.field(factory=dict)
+    # What each client address holds, across its connections (perpstream.web.limits).
+    limits: ClientLimits = attrs.field(default=attrs.Factory(
+        lambda self: ClientLimits(self.config.limits, max_connections=self.config.ws.max_connections_per_client),
+        takes_self=True))
+    addresses: ClientAddresses = attrs.field(default=attrs.Factory(
+        lambda self: ClientAddresses(self.config.limits.trusted_proxies), takes_self=True))
     # Each check returns the reasons the daemon is not ready (empty: fine).
     readiness_checks: list[Callable[[], Awaitable[list[str]]]] = attrs.field(factory=list)
     debug_token: str | None = None
@@ -62,18 +68,3 @@ class AppContext:
                 yield
         else:
             yield
-
-    def admit(self, client: str) -> bool:
-        """Count a new connection from ``client``; False when over the per-client limit."""
-        count = self.connections_per_client.get(client, 0)
-        if count >= self.config.ws.max_connections_per_client:
-            return False
-        self.connections_per_client[client] = count + 1
-        return True
-
-    def leave(self, client: str) -> None:
-        count = self.connections_per_client.get(client, 0) - 1
-        if count > 0:
-            self.connections_per_client[client] = count
-        else:
-            self.connections_per_client.pop(client, None)

@@ -1,4 +1,4 @@
-"""Readiness checks and scrape-time metrics over the live actor tree and sources."""
+"""Readiness checks over the live actor tree and sources."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from typing import Any
 
 from perpstream.services.queries import MarketQueries, MarketUnavailable
 from perpstream.web.context import AppContext
+from perpstream.web.live_metrics import install_live_metrics
 
 __all__ = ["install_health", "walk_actors"]
 
 # An indexer more than this many blocks behind the head is "not caught up".
 MAX_INDEXER_LAG = 10
-
-LiveRow = tuple[str, str, dict[str, str], float]
 
 
 def walk_actors(node: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
@@ -89,33 +88,10 @@ def install_health(
     feed_status: Callable[[], Any],
     indexer_status: Callable[[], Any] | None,
 ) -> None:
-    """Add the readiness checks and the scrape-time metrics of a daemon."""
+    """Add the readiness checks of a daemon, and its scrape-time metrics (perpstream.web.live_metrics)."""
     context.readiness_checks.append(_markets_check(context))
     context.readiness_checks.append(_actors_check(context))
     if indexer_status is not None:
         context.readiness_checks.append(_indexer_check(indexer_status))
 
-    def live() -> Iterator[LiveRow]:
-        now = context.clock.now()
-        for node in walk_actors(context.registry.snapshot().get("root")):  # type: ignore[arg-type]
-            labels = {"actor": node["name"]}
-            yield ("perpstream_actor_restarts", "Restarts per actor slot", labels, node["restarts"])
-            yield ("perpstream_actor_mailbox_depth", "Messages waiting in an actor's mailbox", labels,
-                   node["mailbox"]["used"])
-        feed = feed_status()
-        yield ("perpstream_feed_connected", "1 while the price feed is connected", {"source": feed.source},
-               1.0 if feed.connected else 0.0)
-        for feed_id, publish_time in feed.newest_publish_times.items():
-            yield ("perpstream_feed_age_seconds", "Age of the newest price by publish_time",
-                   {"feed_id": feed_id}, max(0.0, now - publish_time))
-        if indexer_status is not None and (status := indexer_status()) is not None:
-            if status.lag is not None:
-                yield ("perpstream_indexer_lag_blocks",
-                       "Blocks between chain head and indexed cursor (negative: head below the cursor)", {},
-                       status.lag)
-            yield ("perpstream_indexer_halted", "1 once the indexer stopped on an error retrying cannot fix",
-                   {}, 0.0 if status.halted is None else 1.0)
-            yield ("perpstream_indexer_events_applied", "Chain events applied", {}, status.events_applied)
-            yield ("perpstream_indexer_reorgs", "Reorgs handled", {}, status.reorgs)
-
-    context.metrics.add_live_state(live)
+    install_live_metrics(context, feed_status=feed_status, indexer_status=indexer_status)

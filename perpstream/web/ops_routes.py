@@ -10,7 +10,7 @@ from quart_trio import QuartTrio
 
 from actors import ActorNotFound, ActorNotRunning
 from perpstream.web.context import AppContext
-from perpstream.web.rest_routes import json_response
+from perpstream.web.rest_routes import error_response, json_response
 
 __all__ = ["add_ops_routes", "render_tree"]
 
@@ -74,24 +74,27 @@ def add_ops_routes(app: QuartTrio, context: AppContext) -> None:
             return json_response({"status": "not_ready", "reasons": reasons}, 503)
         return json_response({"status": "ready"})
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(context.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
-
     def refused() -> Response | None:
         """Debug routes need the bearer token when one is set, else a loopback peer."""
         if context.debug_token:
             header = request.headers.get("Authorization", "")
-            supplied = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+            if not header.startswith("Bearer "):
+                return error_response(401, "unauthorized", "bearer token required")
+            supplied = header.removeprefix("Bearer ").strip()
             if not hmac.compare_digest(supplied.encode(), context.debug_token.encode()):
-                return json_response({"error": {"code": "unauthorized", "message": "bearer token required"}}, 401)
+                return error_response(401, "unauthorized", "wrong token")
             return None
         peer = (request.scope.get("client") or ("",))[0]
         if not _is_loopback(peer):
-            return json_response(
-                {"error": {"code": "forbidden", "message": "debug routes answer loopback peers only"}}, 403
-            )
+            return error_response(403, "forbidden", "debug routes answer loopback peers only")
         return None
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text; ``metrics.access = "debug"`` puts it behind the /debug rule."""
+        if context.config.metrics.access == "debug" and (denied := refused()) is not None:
+            return denied
+        return Response(context.metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/debug/actors")
     async def debug_actors() -> Response:
@@ -100,7 +103,7 @@ def add_ops_routes(app: QuartTrio, context: AppContext) -> None:
         snapshot = context.registry.snapshot()
         snapshot["connections"] = {
             "open": len(context.connections),
-            "clients": len(context.connections_per_client),
+            "clients": len(context.limits),
             "cut_slow": context.guard_stats().get("cut_slow", 0),
             "cut_idle": context.guard_stats().get("cut_idle", 0),
         }
@@ -115,7 +118,7 @@ def add_ops_routes(app: QuartTrio, context: AppContext) -> None:
         try:
             context.registry.fail_actor(name, "restart requested through /debug")
         except ActorNotFound:
-            return json_response({"error": {"code": "unknown_actor", "message": f"no actor {name!r}"}}, 404)
+            return error_response(404, "unknown_actor", f"no actor {name!r}")
         except ActorNotRunning:
-            return json_response({"error": {"code": "not_running", "message": f"{name!r} is not running"}}, 409)
+            return error_response(409, "not_running", f"{name!r} is not running")
         return json_response({"status": "failing", "actor": name}, 202)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 from quart import Response, request
@@ -13,11 +14,13 @@ from perpstream.services.queries import MarketQueries, MarketUnavailable
 from perpstream.streams import BadStreamParameter, StreamKey, parse_address, parse_market_id
 from perpstream.web.context import AppContext
 
-__all__ = ["add_rest_routes", "json_response"]
+__all__ = ["add_rest_routes", "error_response", "json_response"]
 
 _MAX_PAGE = 1000
 # How long a positions request waits for a restarting market before 503.
 _RESTART_WAIT_S = 2.0
+# A position id, as every page's ``next`` gives it: the contract's bytes32 id in hex.
+_CURSOR = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 def json_response(body: str | object, status: int = 200) -> Response:
@@ -25,7 +28,8 @@ def json_response(body: str | object, status: int = 200) -> Response:
     return Response(text, status=status, content_type="application/json")
 
 
-def _error(status: int, code: str, message: str) -> Response:
+def error_response(status: int, code: str, message: str) -> Response:
+    """The JSON error envelope every HTTP error uses: ``{"error": {"code", "message"}}``."""
     return json_response({"error": {"code": code, "message": message}}, status)
 
 
@@ -78,14 +82,14 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
         try:
             known = parse_market_id(market_id, context.market_ids)
         except BadStreamParameter as exc:
-            return _error(404, exc.code, exc.message)
+            return error_response(404, exc.code, exc.message)
         return json_response(_market_body(context, known))
 
     @app.get("/api/v1/liquidations")
     async def liquidations() -> Response:
         latest = _latest_json(context, StreamKey(Channel.LIQUIDATIONS))
         if latest is None:
-            return _error(503, "not_ready", "the first liquidation scan has not completed yet")
+            return error_response(503, "not_ready", "the first liquidation scan has not completed yet")
         return json_response(latest)
 
     @app.get("/api/v1/positions/<user_address>")
@@ -93,14 +97,14 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
         try:
             address = parse_address(user_address)
         except BadStreamParameter as exc:
-            return _error(400, exc.code, exc.message)
+            return error_response(400, exc.code, exc.message)
         await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
         views: list[PositionView] = []
         for market_id in context.market_ids:
             try:
                 views.extend(_queries(context).positions_of(address, market_id))
             except MarketUnavailable:
-                return _error(503, "market_unavailable", f"market {market_id} is unavailable")
+                return error_response(503, "market_unavailable", f"market {market_id} is unavailable")
         message = PositionsUpdate(
             positions=tuple(views),
             total_collateral=sum((v.collateral for v in views), Decimal(0)),
@@ -113,20 +117,26 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
     @app.get("/api/v1/positions")
     async def open_positions() -> Response:
         """Every open position, ordered by position id; ``?limit=&after=`` pages through them."""
+        raw_limit = request.args.get("limit", "100")
         try:
-            limit = int(request.args.get("limit", "100"))
+            limit = int(raw_limit)
         except ValueError:
-            return _error(400, "invalid_parameter", "limit must be an integer")
+            limit = 0
         if not 1 <= limit <= _MAX_PAGE:
-            return _error(400, "invalid_parameter", f"limit must be between 1 and {_MAX_PAGE}")
+            return error_response(400, "invalid_parameter",
+                                  f"limit must be an integer from 1 to {_MAX_PAGE}, got {raw_limit[:80]!r}")
         after = request.args.get("after", "")
+        if after and not _CURSOR.fullmatch(after):
+            return error_response(400, "invalid_parameter",
+                                  f"after must be a position id (0x and 64 hex digits, a page's next), got {after[:80]!r}")
+        after = after.lower()
         rows: list[tuple[str, str, PositionView]] = []
         await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
         for market_id in context.market_ids:
             try:
                 positions = _queries(context).positions(market_id)
             except MarketUnavailable:
-                return _error(503, "market_unavailable", f"market {market_id} is unavailable")
+                return error_response(503, "market_unavailable", f"market {market_id} is unavailable")
             rows.extend((view.position_id, address, view) for address, view in positions)
         rows.sort(key=lambda row: row[0])
         remaining = [row for row in rows if row[0] > after]

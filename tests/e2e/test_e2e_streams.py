@@ -128,4 +128,4 @@ async def test_debug_restart_gives_resync_and_the_token_guards_it(tmp_path: Path
             assert "markets/btc-usdc-perp" in json.dumps(tree)
             assert (await http.get("/readyz")).status_code in (200, 503)
             metrics = (await http.get("/metrics")).text
-            assert 'perpstream_actor_restarts{actor="markets/btc-usdc-perp"} 1.0' in metrics
+            assert 'perpstream_actor_restarts_total{actor="markets/btc-usdc-perp"} 1.0' in metrics

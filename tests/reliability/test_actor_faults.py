@@ -28,10 +28,11 @@ LOOPBACK = {"client": ("127.0.0.1", 50000)}  # debug routes answer loopback peer
 
 
 def two_markets() -> Config:
+    # The crowd's 60 accounts are watched through one test client, so one address.
     return service_config(markets=[
         {"id": BTC, "base": "BTC", "pyth_feed_id": BTC_FEED},
         {"id": ETH, "base": "ETH", "pyth_feed_id": ETH_FEED},
-    ])
+    ], limits={"max_accounts_per_client": 1000})
 
 
 PATHS = {BTC_FEED: [str(65000 + i % 7) for i in range(400)], ETH_FEED: [str(3400 + i % 5) for i in range(400)]}

@@ -47,6 +47,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         "server": {"data_dir": str(workdir / "data")},
         "ws": {"send_timeout_s": 2.0, "ping_interval_s": 1.0, "max_connections_per_client": MAX_CONNECTIONS,
                "max_subscriptions_per_connection": MAX_SUBSCRIPTIONS, "max_malformed": 3},
+        # Floods of subscribes and limit hits from one address are what this suite sends on purpose.
+        "limits": {"subscribe_burst": 1000, "cooldown_s": 0.0},
         "sessions": {"grace_s": 0.5},
         "streams": {"prices_interval_ms": 250, "positions_interval_ms": 500, "market_stats_interval_ms": 1000,
                     "liquidations_interval_ms": 1000},

@@ -115,7 +115,8 @@ def echoed_id(frame: str | bytes | None) -> object:
 async def feed(frame_list: list[str | bytes | None], *, multiplexed: bool) -> tuple[list[dict[str, Any]], Any]:
     socket = FakeSocket()
     config = service_config(ws={"max_subscriptions_per_connection": MAX_SUBSCRIPTIONS, "max_frame_bytes": MAX_FRAME,
-                                "max_malformed": MAX_MALFORMED})
+                                "max_malformed": MAX_MALFORMED},
+                            limits={"subscribe_burst": 1000})  # the subscribe rate limit is tested elsewhere
     context = AppContext(config=config, registry=actors.Registry(), clock=WallClock(), metrics=Metrics())
     connection = Connection(socket.io(), context, endpoint="fuzz", multiplexed=multiplexed)
     async with trio.open_nursery() as nursery:

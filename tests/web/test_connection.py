@@ -25,7 +25,7 @@ from perpstream.streams import StreamKey
 from perpstream.web.connection import Connection, WebSocketIO
 from perpstream.web.context import AppContext
 from perpstream.web.metrics import Metrics
-from tests.integration.harness import BTC, service_config
+from tests.integration.harness import BTC, BTC_FEED, running_service, service_config
 
 PRICES = StreamKey(Channel.PRICES, BTC)
 STATS = StreamKey(Channel.MARKET_STATS, BTC)
@@ -76,11 +76,13 @@ def _price(n: int) -> PriceUpdate:
 
 @asynccontextmanager
 async def connection(
-    socket: FakeSocket, first: StreamKey | None, *, event_buffer: int = 4, **ws: object
+    socket: FakeSocket, first: StreamKey | None, *, event_buffer: int = 4, limits: dict[str, object] | None = None,
+    context: AppContext | None = None, **ws: object
 ) -> AsyncIterator[tuple[AppContext, Connection]]:
-    config = service_config(ws={"event_buffer": event_buffer, **ws})
-    context = AppContext(config=config, registry=actors.Registry(), clock=WallClock(), metrics=Metrics())
-    conn = Connection(socket.io(), context, endpoint="test", multiplexed=first is None)
+    if context is None:
+        config = service_config(ws={"event_buffer": event_buffer, **ws}, limits=limits or {})
+        context = AppContext(config=config, registry=actors.Registry(), clock=WallClock(), metrics=Metrics())
+    conn = Connection(socket.io(), context, endpoint="test", multiplexed=first is None, client="198.51.100.7")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.serve, first)
         await trio.sleep(0.01)
@@ -194,3 +196,125 @@ async def test_subscribe_is_refused_on_single_stream_paths(autojump_clock: trio.
         await trio.sleep(0.1)
     assert socket.sent[-1]["code"] == "unsupported_op"
     assert socket.closed is None
+
+
+def _subscribe(channel: str, request_id: int, **params: str) -> str:
+    return json.dumps({"op": "subscribe", "channel": channel, "id": request_id, **params})
+
+
+async def test_a_subscribe_flood_gets_rate_limited_with_retry_after_then_4429(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    socket = FakeSocket()
+    async with connection(socket, None, limits={"subscribe_rate_per_s": 2.0, "subscribe_burst": 3}) as (context, _):
+        await socket.inbox_send.send(_subscribe("prices", 1, market_id=BTC))  # the burst: three at once
+        await socket.inbox_send.send(_subscribe("market_stats", 2, market_id=BTC))
+        await socket.inbox_send.send(_subscribe("liquidations", 3))
+        for i in range(4):  # then one token per half second
+            await trio.sleep(0.5)
+            op = "unsubscribe" if i % 2 == 0 else "subscribe"
+            await socket.inbox_send.send(json.dumps({"op": op, "channel": "liquidations", "id": 4 + i}))
+        await trio.sleep(0.1)
+        assert socket.closed is None
+        assert [m["type"] for m in socket.sent if m.get("id") in range(1, 8)].count("error") == 0
+        for i in range(5):
+            await socket.inbox_send.send(_subscribe("prices", 10 + i, market_id=BTC))
+        await trio.sleep(0.1)
+    error = next(m for m in socket.sent if m.get("code") == "rate_limited")
+    assert error["type"] == "error" and error["id"] == 10 and error["retry_after_s"] == 15.0
+    assert "at most 3 subscribe/unsubscribe requests at once, then 2 per second" in error["message"]
+    assert socket.types()[-1] == "goodbye" and socket.sent[-1]["reason"] == "rate_limited"
+    assert socket.closed == (4429, "rate_limited")
+    assert 'perpstream_ws_limit_refusals_total{code="rate_limited"} 1.0' in context.metrics.render().decode()
+
+
+async def test_pings_do_not_draw_on_the_subscribe_rate(autojump_clock: trio.abc.Clock) -> None:
+    socket = FakeSocket()
+    async with connection(socket, None, limits={"subscribe_rate_per_s": 1.0, "subscribe_burst": 1}):
+        for i in range(20):
+            await socket.inbox_send.send(json.dumps({"op": "ping", "id": i}))
+        await trio.sleep(0.1)
+    assert socket.types().count("pong") == 20 and socket.closed is None
+
+
+async def test_distinct_accounts_are_limited_across_an_address_s_connections(autojump_clock: trio.abc.Clock) -> None:
+    first, second = FakeSocket(), FakeSocket()
+    accounts = ["0x" + f"{n:040x}" for n in range(1, 4)]
+    config = service_config(limits={"max_accounts_per_client": 2})
+    async with running_service(config, {BTC_FEED: ["65000"] * 50}) as service:
+        async with connection(first, None, context=service.context) as (_, conn):
+            for n, account in enumerate(accounts[:2]):
+                await first.inbox_send.send(_subscribe("positions", n, user_address=account))
+            await trio.sleep(0.5)
+            async with connection(second, None, context=service.context):
+                await second.inbox_send.send(_subscribe("positions", 5, user_address=accounts[0]))  # watched already
+                await second.inbox_send.send(_subscribe("positions", 6, user_address=accounts[2]))
+                await trio.sleep(0.5)
+            assert len(conn.streams) == 2 and first.closed is None
+    assert [m["type"] for m in second.sent if m.get("id") == 5] == ["subscribed"]
+    refused = next(m for m in second.sent if m.get("id") == 6)
+    assert refused["code"] == "too_many_accounts" and refused["retry_after_s"] == 15.0
+    assert second.closed == (4429, "too_many_accounts")
+
+
+async def test_subscriptions_are_limited_across_an_address_s_connections(autojump_clock: trio.abc.Clock) -> None:
+    first, second = FakeSocket(), FakeSocket()
+    config = service_config(limits={"max_subscriptions_per_client": 2})
+    context = AppContext(config=config, registry=actors.Registry(), clock=WallClock(), metrics=Metrics())
+    async with connection(first, None, context=context) as (_, conn):
+        await first.inbox_send.send(_subscribe("prices", 1, market_id=BTC))
+        await first.inbox_send.send(_subscribe("market_stats", 2, market_id=BTC))
+        await trio.sleep(0.1)
+        async with connection(second, None, context=context):
+            await second.inbox_send.send(_subscribe("liquidations", 3))
+            await trio.sleep(0.1)
+        assert len(conn.streams) == 2 and first.closed is None
+    refused = next(m for m in second.sent if m.get("id") == 3)
+    assert refused["code"] == "too_many_subscriptions" and refused["retry_after_s"] == 15.0
+    assert "at most 2 subscriptions per client across its connections" in refused["message"]
+    assert second.closed == (4429, "too_many_subscriptions")
+
+
+async def test_an_address_s_subscriptions_are_released_when_its_connections_leave(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    config = service_config(limits={"max_subscriptions_per_client": 2})
+    context = AppContext(config=config, registry=actors.Registry(), clock=WallClock(), metrics=Metrics())
+    for round_ in range(3):
+        socket = FakeSocket()
+        async with connection(socket, None, context=context):
+            await socket.inbox_send.send(_subscribe("prices", 1, market_id=BTC))
+            await socket.inbox_send.send(_subscribe("market_stats", 2, market_id=BTC))
+            await trio.sleep(0.1)
+        assert [m["type"] for m in socket.sent if m.get("id") in (1, 2)] == ["subscribed"] * 2, round_
+    assert len(context.limits) == 0
+
+
+async def test_closes_bytes_and_subscriptions_are_counted_without_addresses(autojump_clock: trio.abc.Clock) -> None:
+    socket = FakeSocket()
+    async with connection(socket, PRICES) as (context, conn):
+        StreamTopics.of(context.registry, PRICES, 4).publish_snapshot(_price(1), 1)
+        await trio.sleep(0.1)
+        conn.close(1000, None)
+        await trio.sleep(0.1)
+    text = context.metrics.render().decode()
+    assert 'perpstream_ws_closes_total{code="1000"} 1.0' in text
+    assert 'perpstream_ws_messages_sent_total{channel="prices"}' in text
+    sent = float(next(line for line in text.splitlines()
+                      if line.startswith('perpstream_ws_bytes_sent_total{channel="prices"}')).split()[-1])
+    assert sent > 50
+    assert "perpstream_ws_publish_to_socket_seconds_bucket" in text
+    assert "198.51.100.7" not in text
+
+
+async def test_requests_after_a_refusal_earn_no_more_answers_or_strikes(autojump_clock: trio.abc.Clock) -> None:
+    socket = FakeSocket()
+    async with connection(socket, None, max_subscriptions_per_connection=1,
+                          limits={"strikes_before_cooldown": 3}) as (context, _):
+        await socket.inbox_send.send(_subscribe("prices", 1, market_id=BTC))
+        for i in range(20):
+            await socket.inbox_send.send(_subscribe("market_stats", 2 + i, market_id=BTC))
+        await trio.sleep(0.1)
+        assert context.limits.cooling_down("198.51.100.7", context.clock.now()) == 0.0
+    assert [m.get("code") for m in socket.sent if m["type"] == "error"] == ["too_many_subscriptions"]
+    assert socket.closed == (4429, "too_many_subscriptions")
