@@ -282,7 +282,7 @@ def _default_markets() -> tuple[MarketConfig, ...]:
 class RiskConfig:
     #: A warned position is warned again at the same or a milder level only
     #: once its health is back at 1.2 + this (one warning per episode).
-    warning_rearm_margin: Decimal = Decimal("0.05")
+    warning_rearm_margin: Decimal = ranged(Decimal("0.05"), ge=0, le=10)
 
 
 @attrs.frozen
