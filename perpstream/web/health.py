@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from perpstream.domain import normalize_feed_id
 from perpstream.services.queries import MarketQueries, MarketUnavailable
 from perpstream.web.context import AppContext
 from perpstream.web.live_metrics import install_live_metrics
@@ -24,11 +25,20 @@ def walk_actors(node: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
         yield from walk_actors(child)
 
 
-def _markets_check(context: AppContext) -> Callable[[], Awaitable[list[str]]]:
+def _markets_check(
+    context: AppContext, feed_status: Callable[[], Any]
+) -> Callable[[], Awaitable[list[str]]]:
+    feed_of = {m.id: normalize_feed_id(m.pyth_feed_id) for m in context.config.markets}
+
     async def check() -> list[str]:
         reasons = []
         queries = MarketQueries.of(context.registry, context.clock.now_ms)
+        missing = set(feed_status().missing_feeds)
         for market_id in context.market_ids:
+            if feed_of.get(market_id) in missing:
+                reasons.append(f"market {market_id}: the oracle does not serve its feed {feed_of[market_id]} "
+                               "(unknown or delisted); check markets.pyth_feed_id")
+                continue
             try:
                 price = queries.price_message(market_id)
             except MarketUnavailable:
@@ -89,7 +99,7 @@ def install_health(
     indexer_status: Callable[[], Any] | None,
 ) -> None:
     """Add the readiness checks of a daemon, and its scrape-time metrics (perpstream.web.live_metrics)."""
-    context.readiness_checks.append(_markets_check(context))
+    context.readiness_checks.append(_markets_check(context, feed_status))
     context.readiness_checks.append(_actors_check(context))
     if indexer_status is not None:
         context.readiness_checks.append(_indexer_check(indexer_status))

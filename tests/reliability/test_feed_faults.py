@@ -202,9 +202,16 @@ async def test_one_unknown_feed_and_one_delisted_mid_stream_cost_only_their_own_
             back = await btc.next("price_update", lambda m: not m["stale"] and m["publish_time"] > 0)
             assert back and trio.current_time() - dropped_at < 5
             details = await feed_details(daemon)
+            status, reasons = await readiness(daemon)
             clients.cancel_scope.cancel()
         servers.cancel_scope.cancel()
     assert details["connected"] and details["missing_feeds"] == [ETH_FEED, SOL_FEED]
+    # /readyz names the markets whose feeds the oracle does not serve, and why.
+    assert status == 503
+    assert [r for r in reasons if "does not serve its feed" in r] == [
+        f"market {m}: the oracle does not serve its feed {f} (unknown or delisted); check markets.pyth_feed_id"
+        for m, f in ((ETH_MARKET, ETH_FEED), (SOL_MARKET, SOL_FEED))
+    ]
     assert hermes.refused == []  # ignore_invalid_price_ids: Hermes never refused the request
 
 
