@@ -157,7 +157,7 @@ async def test_a_liquidation_warning_shows_as_the_price_falls(tmp_path: Path, pa
 
         colours = {}
         # A warning's severity is the level the position fell to.
-        for level, price in [("warning", "64390"), ("critical", "64340"), ("liquidatable", "64300")]:
+        for level, price in [("warning", "64370"), ("critical", "64330"), ("liquidatable", "64260")]:
             prices.steer(feed(config, BTC), price)
             warning = await page.wait_for(
                 f"return {WARNINGS}.find(w => w.severity === arguments[0]);", level,
