@@ -363,7 +363,7 @@ def _range_problems(value: object, where: str) -> Iterator[str]:
         return
     if not attrs.has(type(value)):
         return
-    for field in attrs.fields(type(value)):
+    for field in attrs.fields(type(value)):  # type: ignore[arg-type]
         current = getattr(value, field.name)
         path = f"{where}.{field.name}" if where else field.name
         bounds: Range | None = field.metadata.get("range")

@@ -90,7 +90,8 @@ class EventDecoder:
             unknown = [i["name"] for i in inputs if i["name"] not in _FIELDS]
             if unknown:
                 raise ValueError(f"event {entry['name']} has unmapped parameters {unknown}")
-            self._specs[event_abi_to_log_topic(dict(entry))] = _EventSpec(
+            topic = event_abi_to_log_topic(dict(entry))  # type: ignore[arg-type]
+            self._specs[topic] = _EventSpec(
                 name=entry["name"],
                 event_type=_EVENT_TYPES[entry["name"]],
                 indexed=tuple((i["name"], i["type"]) for i in inputs if i["indexed"]),

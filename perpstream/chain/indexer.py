@@ -326,7 +326,8 @@ class Indexer:
     def _halt(self, exc: Exception) -> None:
         self.status.halted = f"{type(exc).__name__}: {exc}"
         self.status.remedy = remedy_for(exc)
-        way_out = "" if self.status.remedy in self.status.halted else f". The way out: {self.status.remedy}"
+        remedy = self.status.remedy
+        way_out = "" if remedy is None or remedy in self.status.halted else f". The way out: {remedy}"
         log.error("chain indexer stopped: %s%s", self.status.halted, way_out)
 
     async def poll_once(self) -> PollOutcome:

@@ -16,8 +16,8 @@ from perpstream.domain.risk import RiskLevel
 
 __all__ = ["WarningEpisodes"]
 
-_WARNING = RiskLevel.WARNING.threshold
-assert _WARNING is not None
+_WARNING = Decimal("1.2")
+assert RiskLevel.WARNING.threshold == _WARNING
 
 
 class WarningEpisodes:

@@ -54,6 +54,7 @@ from perpstream.domain import (
 from perpstream.domain.contract_risk import ContractRisk, contract_risk
 from perpstream.domain.episodes import WarningEpisodes
 from perpstream.protocol import (
+    Candidate,
     EventRef,
     FundingRateUpdate,
     LiquidationEvent,
@@ -220,6 +221,11 @@ class MarketCore:
         """The funding index the contract holds: as last posted (0 before any post)."""
         return self.chain_funding.funding_index if self.chain_funding is not None else Decimal(0)
 
+    def _open_position(self, position_id: str) -> Position:
+        position = self.book.get(position_id)
+        assert position is not None, position_id
+        return position
+
     def verdict(self, position: Position) -> ContractRisk:
         assert self.price is not None
         return contract_risk(position, self.price.price, self.chain_funding_index, self.params)
@@ -341,7 +347,7 @@ class MarketCore:
             market_id = getattr(source, "market_id", None)
             if market_id is not None:
                 return market_id == self.market_id
-        return event.position_id in self.book  # type: ignore[union-attr]
+        return event.position_id in self.book  # type: ignore[union-attr,operator]
 
     def _described_before(self, indexed: IndexedEvent) -> Position | None:
         """The position as it was just before the event: the book's, else the delivery's own record."""
@@ -516,7 +522,7 @@ class MarketCore:
         query = self.book.liquidation_index.query(update.price.value, Decimal(0), self.chain_funding_index)
         stale = self.is_stale(now_ms)
         accrued = self.funding_index(now_ms)
-        chosen = []
+        chosen: list[Candidate] = []
         for position_id in query.lowest_health_first():
             if len(chosen) >= limit:
                 break
@@ -526,7 +532,7 @@ class MarketCore:
             chosen.append(candidate_view(position, self.verdict(position), conservative, stale=stale, update=update))
         at_risk = list(query.crossed(RiskLevel.WARNING))
         liquidatable = 0 if stale else sum(
-            1 for pid in at_risk if self.verdict(self.book.get(pid)).liquidatable)  # type: ignore[arg-type]
+            1 for pid in at_risk if self.verdict(self._open_position(pid)).liquidatable)
         return MarketCandidates(tuple(chosen), total_at_risk=len(at_risk), total_liquidatable=liquidatable)
 
     def describe(self, now_ms: int) -> dict[str, object]:

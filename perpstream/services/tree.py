@@ -17,13 +17,13 @@ restarted dev chain takes its indexer and demo traders with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
 from actors import Backoff, ChildSpec, Intensity, Strategy, Supervisor
 from perpstream.clock import WallClock
-from perpstream.config import Config
+from perpstream.config import Config, MarketConfig
 from perpstream.feeds import PriceFeed
 from perpstream.domain import normalize_feed_id
 from perpstream.services.feed_actor import PriceFeedActor
@@ -66,12 +66,11 @@ def build_tree(
         event_buffer=config.ws.event_buffer,
         warning_rearm_margin=config.risk.warning_rearm_margin,
     )
+    def market_factory(market: MarketConfig) -> Callable[[], MarketActor]:
+        return lambda: MarketActor(market, settings=market_settings, store=store, clock=clock)
+
     markets = [
-        ChildSpec(
-            market_name(market.id),
-            factory=lambda market=market: MarketActor(market, settings=market_settings, store=store, clock=clock),
-            shutdown_timeout=5.0,
-        )
+        ChildSpec(market_name(market.id), factory=market_factory(market), shutdown_timeout=5.0)
         for market in config.markets
     ]
     session_settings = SessionSettings(

@@ -34,7 +34,7 @@ def render_tree(snapshot: dict[str, object]) -> str:
         if isinstance(failure, dict):
             parts.append(f"last_failure={failure['type']}: {failure['message']}")
         lines.append("  ".join(parts))
-        for child in node.get("children", []) or []:  # type: ignore[union-attr]
+        for child in node.get("children", []) or []:  # type: ignore[union-attr,attr-defined]
             walk(child, depth + 1)
 
     root = snapshot.get("root")
@@ -43,7 +43,7 @@ def render_tree(snapshot: dict[str, object]) -> str:
     topics = snapshot.get("topics") or []
     lines.append("")
     lines.append("topics:")
-    for topic in topics:  # type: ignore[union-attr]
+    for topic in topics:  # type: ignore[union-attr,attr-defined]
         lines.append(
             f"  {topic['name']} [{topic['policy']}/{topic['capacity']}] "
             f"subscribers={topic['subscribers']} published={topic['published']}"
