@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from perpstream.chain import DevChain
+from perpstream.devchain import DevChain
 
 
 @pytest.fixture
