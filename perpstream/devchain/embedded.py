@@ -142,12 +142,16 @@ class TransactionReverted(Exception):
 
 
 def _revert_reason(exc: Exception) -> str:
-    """The revert's message, with a Pyth error selector named."""
-    text = str(exc)
+    """The revert's message, with a Pyth error selector named.
+
+    web3 reports custom revert data as hex (``exc.data``); eth-tester puts
+    the raw bytes' repr in its message.
+    """
+    text = f"{exc} {getattr(exc, 'data', None) or ''}"
     for selector, name in _PYTH_ERRORS.items():
-        if selector in text:
+        if selector in text or repr(bytes.fromhex(selector[2:])) in text:
             return f"{name} ({selector})"
-    return text
+    return str(exc)
 
 
 class EmbeddedChainClient:
@@ -322,7 +326,7 @@ class DevChain:
                 price, conf, expo, publish_time = self._oracle.functions.getPriceUnsafe(
                     bytes.fromhex(self.feed_id(market_id))
                 ).call()
-            except ContractLogicError:
+            except (TransactionFailed, ContractLogicError):  # PriceFeedNotFound
                 return None
             return PythPrice(price=price, conf=conf, expo=expo, publish_time=publish_time)
 
@@ -469,6 +473,15 @@ class DevChain:
 
     async def mine(self, blocks: int = 1) -> None:
         await self._run(lambda: self._w3.testing.mine(blocks))
+
+    async def advance_time(self, seconds: int) -> None:
+        """Mine one block ``seconds`` after the head's timestamp (prices age on chain)."""
+
+        def travel() -> None:
+            head = int(self._w3.eth.get_block("latest")["timestamp"])
+            self._w3.testing.timeTravel(head + seconds)
+
+        await self._run(travel)
 
     async def snapshot(self) -> str:
         """Remember the current head; :meth:`revert` returns to it (the id is opaque)."""
