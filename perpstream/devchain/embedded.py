@@ -296,14 +296,14 @@ class DevChain:
     # ------------------------------------------------------------ oracle updates
 
     async def price_update(self, market_id: str, price: Decimal | PythPrice, *, publish_time: int | None = None) -> bytes:
-        """:meth:`sign_price` at the next block's earliest timestamp (head + 1 s), unless
-        ``publish_time`` is given or ``price`` is a PythPrice with its own.
+        """:meth:`sign_price` at the next block's earliest timestamp (head + 1 s) unless
+        ``publish_time`` is given (a PythPrice's own is replaced either way).
 
         Head + 1 is newer than any update a transaction of the head block
         stored, so the oracle never skips it as older.
         """
         if publish_time is None:
-            publish_time = price.publish_time if isinstance(price, PythPrice) else await self.head_timestamp() + 1
+            publish_time = await self.head_timestamp() + 1
         return self.sign_price(market_id, price, publish_time)
 
     def sign_price(self, market_id: str, price: Decimal | PythPrice, publish_time: int) -> bytes:
