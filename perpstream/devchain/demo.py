@@ -218,6 +218,8 @@ class DemoLiquidator:
         self._account = account or chain.liquidator
         self.liquidated = 0
         self.refused = 0
+        #: Why the chain refused, by revert reason (a race: "no such position").
+        self.refusals: Counter[str] = Counter()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         if self._candidates is None:
@@ -238,6 +240,7 @@ class DemoLiquidator:
             await self._chain.liquidate(self._account, position_id, update_data=quote.update_data)
         except TransactionReverted as exc:
             self.refused += 1
+            self.refusals[str(exc).removeprefix("liquidate: ").removeprefix("execution reverted: ")] += 1
             log.debug("liquidation of %s refused: %s", position_id, exc)
             return False
         self.liquidated += 1

@@ -162,6 +162,9 @@ class DemoTraderActor(Actor):
         )
         ctx.nursery.start_soon(self.trader.run)
 
+    def describe(self) -> dict[str, object]:
+        return dict(self.trader.actions) if self.trader is not None else {}
+
 
 class DemoLiquidatorActor(Actor):
     """Liquidates what the service's own liquidation stream calls liquidatable."""
@@ -193,7 +196,8 @@ class DemoLiquidatorActor(Actor):
     def describe(self) -> dict[str, object]:
         if self.liquidator is None:
             return {}
-        return {"liquidated": self.liquidator.liquidated, "refused": self.liquidator.refused}
+        return {"liquidated": self.liquidator.liquidated, "refused": self.liquidator.refused,
+                "refusals": dict(self.liquidator.refusals)}
 
 
 class FundingKeeperActor(Actor):
@@ -207,12 +211,16 @@ class FundingKeeperActor(Actor):
         self.markets = tuple(markets)
         self.interval_s = interval_s
         self.clock = clock
+        self.keeper: FundingKeeper | None = None
 
     async def setup(self, ctx: ActorContext) -> None:
         def rate(market_id: str) -> Decimal | None:
             value = _latest_field(ctx, StreamKey(Channel.MARKET_STATS, market_id), "predicted_funding_rate")
             return None if value is None else round_to_wad(value)
 
-        keeper = FundingKeeper(self.node.get(), self.markets, rate, _price_reader(ctx),
-                               interval_s=self.interval_s, clock=self.clock)
-        ctx.nursery.start_soon(keeper.run)
+        self.keeper = FundingKeeper(self.node.get(), self.markets, rate, _price_reader(ctx),
+                                    interval_s=self.interval_s, clock=self.clock)
+        ctx.nursery.start_soon(self.keeper.run)
+
+    def describe(self) -> dict[str, object]:
+        return {"posted": self.keeper.posted} if self.keeper is not None else {}

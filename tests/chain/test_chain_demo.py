@@ -92,6 +92,7 @@ async def test_liquidator_takes_what_the_chain_accepts(chain: DevChain) -> None:
     liquidator = DemoLiquidator(chain, await SignedQuotes.of(chain, prices), candidates=candidates())
     await liquidator.run()
     assert (liquidator.liquidated, liquidator.refused) == (1, 1)  # gone ones are skipped quietly
+    assert liquidator.refusals == {"position is not liquidatable": 1}
     assert await chain.position(risky_id) is None
     assert await chain.position(healthy_id) is not None
 
