@@ -49,7 +49,7 @@ async def build_backlog(chain: DevChain, events: int) -> int:
         trader = chain.traders[batch_no % len(chain.traders)]
         orders = [
             OpenOrder(MARKETS[i % 3], (batch_no + i) % 2 == 0, Decimal(f"{1 + i % 7}.{batch_no % 100:02d}"),
-                      Decimal(1000 + 10 * i), Decimal(100 + i))
+                      Decimal(1000 + 10 * i), Decimal(100 + i % 3))  # one oracle price per market
             for i in range(BATCH)
         ]
         receipt = await chain.open_positions(trader, orders, gas=BATCH_GAS)
