@@ -3,8 +3,9 @@
 Prices reach the exchange only through the demo oracle: every
 price-dependent transaction carries updates signed by the demo publisher.
 Tests name a price (``entry_price=``, ``exit_price=``, ``price=``) and the
-chain signs an update at it, published at the next block's time; bots pass the update data they hold
-(``update_data=``), as a client of a real exchange passes Hermes's.
+chain signs an update at it, published at the next block's time; bots pass
+the update data they hold (``update_data=``), as a client of a real
+exchange passes Hermes's.
 
 eth-tester is synchronous and not thread-safe, so every call goes through
 one worker thread at a time: ``trio.to_thread.run_sync`` with a
@@ -18,7 +19,9 @@ eth-tester behaviour worth knowing (eth-tester 0.14 / py-evm 0.12):
 - A block's timestamp is ``max(wall clock, parent + 1)`` taken when the
   *previous* block was mined (py-evm prepares the next header right after
   mining). Mining many blocks in a burst runs timestamps ahead of the clock
-  by one second per block; nothing here relies on block time.
+  by one second per block. Only the oracle's staleness check compares block
+  time with publish times (wall clock), which is why the default maximum
+  price age is a generous minute.
 - ``snapshot()`` remembers the head; ``revert(id)`` makes that block the head
   again. Post-merge blocks get a random ``mix_hash``, so blocks mined after a
   revert have new hashes even with the same contents: a real reorg.
@@ -381,7 +384,7 @@ class DevChain:
         update_data: Sequence[bytes] = (),
     ) -> TxReceipt:
         """Resize at the oracle's price (``price`` signed by the chain, or ``update_data``)."""
-        updates = await self._updates(update_data, [(await self._market_of(position_id), price)])
+        updates = await self._position_updates(update_data, position_id, price)
         call = self._contract.functions.modifyPosition(
             bytes.fromhex(position_id[2:]), to_wad(size), to_wad(collateral), updates
         )
@@ -395,7 +398,7 @@ class DevChain:
         exit_price: Decimal | None = None,
         update_data: Sequence[bytes] = (),
     ) -> TxReceipt:
-        updates = await self._updates(update_data, [(await self._market_of(position_id), exit_price)])
+        updates = await self._position_updates(update_data, position_id, exit_price)
         call = self._contract.functions.closePosition(bytes.fromhex(position_id[2:]), updates)
         return await self._send(call, account, updates)
 
@@ -407,7 +410,7 @@ class DevChain:
         price: Decimal | None = None,
         update_data: Sequence[bytes] = (),
     ) -> TxReceipt:
-        updates = await self._updates(update_data, [(await self._market_of(position_id), price)])
+        updates = await self._position_updates(update_data, position_id, price)
         call = self._contract.functions.liquidate(bytes.fromhex(position_id[2:]), updates)
         return await self._send(call, account, updates)
 
@@ -506,10 +509,19 @@ class DevChain:
                 updates.append(await self.price_update(market_id, price))
         return updates
 
-    async def _market_of(self, position_id: str) -> str:
-        """The position's market (any market for a position that is not open: the contract refuses it)."""
+    async def _position_updates(
+        self, given: Sequence[bytes], position_id: str, price: Decimal | None
+    ) -> list[bytes]:
+        """:meth:`_updates` for a transaction on a position: ``price`` is for its market.
+
+        A position that is not open gets the price for any market: the
+        contract refuses the transaction anyway ("no such position").
+        """
+        if price is None:
+            return await self._updates(given, ())
         position = await self.position(position_id)
-        return position.market_id if position is not None else next(iter(self.deployment.market_feeds))
+        market_id = position.market_id if position is not None else next(iter(self.deployment.market_feeds))
+        return await self._updates(given, [(market_id, price)])
 
     async def _send(
         self, call: ContractFunction, sender: str, updates: Sequence[bytes] = (), *, gas: int | None = None
