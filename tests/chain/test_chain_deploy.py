@@ -47,6 +47,13 @@ def test_deploys_with_any_web3_and_points_a_second_exchange_at_an_existing_oracl
     position_id = exchange.functions.positionIdAt(0).call()
     assert exchange.functions.getPosition(position_id).call()[5] == to_wad(Decimal("65000"))  # 6500000e-2
 
+    for admin in (exchange.functions.setMarketFeed(market_id_to_bytes32(ETH), b"\1" * 32),
+                  exchange.functions.setMaxPriceAge(10**9), oracle.functions.setPublisher(trader)):
+        with pytest.raises((ContractLogicError, TransactionFailed), match="only the owner"):
+            admin.transact({"from": trader})
+    w3.eth.wait_for_transaction_receipt(exchange.functions.setMaxPriceAge(5).transact({"from": deployer}))
+    assert exchange.functions.maxPriceAge().call() == 5
+
     second = deploy_exchange(w3, deployer=deployer, market_feeds={ETH: DEFAULT_MARKET_FEEDS[ETH]},
                              oracle_address=deployment.oracle_address)
     assert second.oracle_address == deployment.oracle_address
