@@ -49,7 +49,9 @@ class SigningFeed:
     """A ``PriceFeed`` that signs the wrapped feed's updates for the demo oracle.
 
     ``domain`` names the oracle to sign for, or None while no chain runs:
-    updates then pass unsigned. An update that cannot be signed (a price
+    updates then pass unsigned. The signed update replaces any update data
+    the wrapped feed brought (Hermes's, which the demo oracle cannot verify).
+    Signing takes about 2 ms of CPU per update. An update that cannot be signed (a price
     outside the oracle's int64 / uint64 fields) passes unsigned and is logged;
     it never stops the feed.
     """
