@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import trio
 
 from perpstream.devchain import DevChain, OracleDomain, SigningFeed
@@ -34,6 +35,9 @@ def test_unsigned_while_no_chain_runs_then_signed_for_its_oracle() -> None:
     assert feed.signed.newest(BTC_FEED) == signed
     feed.sign(_update(99, 4))  # an older price does not replace the newest
     assert feed.signed.newest(BTC_FEED) == signed
+    hermes = attrs.evolve(_update(101, 7), update_data=(b"PNAU...",))
+    (replaced,) = feed.sign(hermes).update_data  # the demo oracle verifies only its publisher
+    assert decode_update(replaced).price == hermes.price
 
 
 def test_an_unsignable_price_passes_unsigned() -> None:
