@@ -252,9 +252,21 @@ class DevChain:
         return cls(w3, deployment, accounts, publisher)
 
     @classmethod
-    async def start(cls, **options: Any) -> DevChain:
-        """:meth:`create` off the trio thread (same keyword options)."""
-        return await trio.to_thread.run_sync(partial(cls.create, **options))
+    async def start(
+        cls,
+        *,
+        traders: int = 12,
+        default_risk: MarketRisk = MarketRisk(),
+        market_risk: Mapping[str, MarketRisk] | None = None,
+        market_feeds: Mapping[str, str] = DEFAULT_MARKET_FEEDS,
+        max_price_age_s: int = DEFAULT_MAX_PRICE_AGE_S,
+        publisher: DemoPublisher | None = None,
+    ) -> DevChain:
+        """:meth:`create` off the trio thread."""
+        return await trio.to_thread.run_sync(partial(
+            cls.create, traders=traders, default_risk=default_risk, market_risk=market_risk,
+            market_feeds=market_feeds, max_price_age_s=max_price_age_s, publisher=publisher,
+        ))
 
     # ------------------------------------------------------------ identity
 
