@@ -32,18 +32,9 @@ from pathlib import Path
 
 import trio
 
-from perpstream.chain import (
-    ChainEvent,
-    Cursor,
-    DevChain,
-    EventDecoder,
-    IndexedEvent,
-    Indexer,
-    IndexerStore,
-    OpenOrder,
-    RawLog,
-)
+from perpstream.chain import ChainEvent, Cursor, EventDecoder, IndexedEvent, Indexer, IndexerStore, RawLog
 from perpstream.chain.store import Batch
+from perpstream.devchain import DevChain, OpenOrder
 
 MARKETS = ("btc-usdc-perp", "eth-usdc-perp", "sol-usdc-perp")
 BATCH = 64
@@ -58,7 +49,7 @@ async def build_backlog(chain: DevChain, events: int) -> int:
         trader = chain.traders[batch_no % len(chain.traders)]
         orders = [
             OpenOrder(MARKETS[i % 3], (batch_no + i) % 2 == 0, Decimal(f"{1 + i % 7}.{batch_no % 100:02d}"),
-                      Decimal(1000 + 10 * i), Decimal(100 + i))
+                      Decimal(1000 + 10 * i), Decimal(100 + i % 3))  # one oracle price per market
             for i in range(BATCH)
         ]
         receipt = await chain.open_positions(trader, orders, gas=BATCH_GAS)
@@ -66,7 +57,7 @@ async def build_backlog(chain: DevChain, events: int) -> int:
         if batch_no % 4 == 3:
             ids = receipt.opened_position_ids
             await chain.modify_position(trader, ids[0], size=Decimal(2), collateral=Decimal(900),
-                                        entry_price=Decimal(101))
+                                        price=Decimal(101))
             await chain.close_position(trader, ids[1], exit_price=Decimal(99))
             emitted += 2
         if batch_no % 10 == 9:

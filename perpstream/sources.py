@@ -6,7 +6,10 @@
 default) or ``rpc`` (a real node's JSON-RPC endpoint). Either way the
 indexer's state lives in a SQLite file under ``server.data_dir``. The
 embedded chain starts from genesis on every run, so its index file is
-started afresh too; a real chain's index is resumed from its cursor.
+started afresh too; a real chain's index is resumed from its cursor. On the
+embedded chain the feed is wrapped in a :class:`~perpstream.devchain.SigningFeed`,
+so every price carries an update signed for the chain's demo oracle, as
+Hermes's carry Pyth's.
 
 The data directory is locked for the sources' lifetime (see
 :mod:`perpstream.data_lock`) before any file in it is touched, and the
@@ -27,20 +30,20 @@ import attrs
 import httpx
 
 from actors import ChildSpec, Restart
-from perpstream.chain import MarketRisk
 from perpstream.chain.indexer import IndexerStatus
 from perpstream.chain.jsonrpc import JsonRpcChainClient
 from perpstream.chain.store import IndexerStore, PositionStore
 from perpstream.clock import WallClock
 from perpstream.config import Config
 from perpstream.data_lock import hold_data_dir
+from perpstream.devchain import MarketRisk, SignedPrices, SigningFeed
 from perpstream.feeds import HermesConfig, HermesFeed, MarketSpec, PriceFeed, SimulatedFeed
-from perpstream.services.chain_actors import (
+from perpstream.services.chain_actors import IndexerActor
+from perpstream.services.demo_actors import (
     DemoLiquidatorActor,
     DemoTraderActor,
     DevChainActor,
     FundingKeeperActor,
-    IndexerActor,
     NodeHandle,
 )
 from perpstream.services.store import PositionSource
@@ -101,8 +104,13 @@ def index_path(config: Config) -> Path:
 
 
 def _chain_children(
-    config: Config, clock: WallClock, store: IndexerStore, status_slot: list[IndexerStatus],
+    config: Config,
+    clock: WallClock,
+    store: IndexerStore,
+    status_slot: list[IndexerStatus],
     http: httpx.AsyncClient,
+    node: NodeHandle,
+    signed: SignedPrices,
 ) -> list[ChildSpec]:
     chain = config.chain
     markets = [m.id for m in config.markets]
@@ -120,15 +128,16 @@ def _chain_children(
         return [ChildSpec(INDEXER, lambda: IndexerActor(
             client=lambda: JsonRpcChainClient(url, http=http),
             address=lambda: chain.contract_address, reset_on_mismatch=False, **indexer_settings))]  # type: ignore[arg-type]
-    node = NodeHandle()
     risk = {
         m.id: MarketRisk(m.maintenance_margin_ratio, m.liquidation_fee_ratio, m.min_keeper_fee, m.max_keeper_fee)
         for m in config.markets
     }
+    feeds = {m.id: m.pyth_feed_id for m in config.markets}
     demo = chain.demo
     children = [
         ChildSpec("dev-chain", lambda: DevChainActor(
-            node, traders=demo.accounts, block_interval_s=EMBEDDED_BLOCK_INTERVAL_S, market_risk=risk)),
+            node, traders=demo.accounts, block_interval_s=EMBEDDED_BLOCK_INTERVAL_S, market_risk=risk,
+            market_feeds=feeds)),
         ChildSpec(INDEXER, lambda: IndexerActor(
             client=lambda: node.get().client(), address=lambda: node.get().address,
             reset_on_mismatch=True, **indexer_settings)),  # type: ignore[arg-type]
@@ -137,9 +146,9 @@ def _chain_children(
         max_leverage = min((m.max_leverage for m in config.markets), default=Decimal(50))
         children += [
             ChildSpec("demo-trader", lambda: DemoTraderActor(
-                node, markets=markets, seed=demo.seed, interval_s=demo.trade_interval_ms / 1000,
+                node, signed, markets=markets, seed=demo.seed, interval_s=demo.trade_interval_ms / 1000,
                 max_leverage=max_leverage), restart=Restart.PERMANENT),
-            ChildSpec("demo-liquidator", lambda: DemoLiquidatorActor(node, event_buffer=config.ws.event_buffer)),
+            ChildSpec("demo-liquidator", lambda: DemoLiquidatorActor(node, signed, event_buffer=config.ws.event_buffer)),
             ChildSpec("funding-keeper", lambda: FundingKeeperActor(
                 node, markets=markets, interval_s=demo.funding_interval_ms / 1000, clock=clock.now)),
         ]
@@ -164,15 +173,20 @@ async def open_sources(config: Config, clock: WallClock, *, given: Sources | Non
         positions = PositionStore(path)
         stack.callback(positions.close)
         status_slot: list[IndexerStatus] = []
+        node = NodeHandle()
+        feed = build_feed(config, clock)
+        signing = SigningFeed(feed, node.oracle_domain) if config.chain.source == "embedded" else None
         chain_description = (
             f"embedded EVM (demo traders {'on' if config.chain.demo.enabled else 'off'})"
             if config.chain.source == "embedded"
             else f"JSON-RPC node, contract {config.chain.contract_address}"
         )
         yield Sources(
-            feed=build_feed(config, clock),
+            feed=signing or feed,
             store=positions,
-            chain=_chain_children(config, clock, store, status_slot, http),
+            chain=_chain_children(
+                config, clock, store, status_slot, http, node, signing.signed if signing else SignedPrices()
+            ),
             indexer_status=lambda: status_slot[0] if status_slot else None,
             describe={
                 "price feed": config.feed.source,

@@ -1,14 +1,11 @@
-"""The on-chain side of perpstream.
+"""The on-chain side of perpstream, as production runs it.
 
-The reference exchange contract (Vyper source + committed artifact), the
-embedded dev chain (eth-tester / py-evm), a ChainClient for real nodes over
-JSON-RPC, the event indexer with its durable SQLite cursor and reorg
-handling, and demo activity (traders, liquidator, funding keeper).
+The reference contracts' committed artifacts (ABI + bytecode, no compiler
+needed), a ChainClient for real nodes over JSON-RPC, and the event indexer
+with its durable SQLite cursor and reorg handling. Importing it loads no EVM:
+the embedded dev chain, demo bots and contract build tooling live in
+:mod:`perpstream.devchain`.
 """
-
-import sys
-
-from eth import EVM_RECURSION_LIMIT
 
 from perpstream.chain.artifact import ContractArtifact, load_artifact
 from perpstream.chain.client import (
@@ -21,16 +18,6 @@ from perpstream.chain.client import (
     TransientChainError,
 )
 from perpstream.chain.decoding import EventDecoder, LogDecodeError
-from perpstream.chain.demo import DemoLiquidator, DemoTrader, FundingKeeper
-from perpstream.chain.embedded import (
-    DevChain,
-    EmbeddedChainClient,
-    MarketRisk,
-    OnChainPosition,
-    OpenOrder,
-    TransactionReverted,
-    TxReceipt,
-)
 from perpstream.chain.events import (
     ChainEvent,
     Cursor,
@@ -65,14 +52,6 @@ from perpstream.chain.store import (
     StoreSnapshot,
 )
 
-# py_ecc, which the EVM libraries above pull in, raises the interpreter's
-# recursion limit to 100,000 on import. The limit also bounds C-level
-# recursion such as json's scanner, and 100,000 nested brackets overflow the
-# main thread's stack: a single 64 KiB WebSocket frame of "[" killed the
-# daemon with SIGSEGV, and so could a Hermes event or a node's reply. py-evm
-# needs 12,288 (1,024 EVM call frames); keep that and no more.
-sys.setrecursionlimit(min(sys.getrecursionlimit(), EVM_RECURSION_LIMIT))
-
 __all__ = [
     "BlockHeader",
     "ChainClient",
@@ -82,16 +61,11 @@ __all__ = [
     "ContractArtifact",
     "Cursor",
     "DB_FILENAME",
-    "DemoLiquidator",
-    "DemoTrader",
-    "DevChain",
-    "EmbeddedChainClient",
     "EventDecoder",
     "EventMeta",
     "EventSink",
     "FatalChainError",
     "Finality",
-    "FundingKeeper",
     "FundingUpdated",
     "IndexedEvent",
     "Indexer",
@@ -99,9 +73,6 @@ __all__ = [
     "IndexerStore",
     "JsonRpcChainClient",
     "LogDecodeError",
-    "MarketRisk",
-    "OnChainPosition",
-    "OpenOrder",
     "PollOutcome",
     "PositionClosed",
     "PositionEvent",
@@ -118,8 +89,6 @@ __all__ = [
     "StoredFunding",
     "StoredPosition",
     "StoredRecord",
-    "TransactionReverted",
     "TransientChainError",
-    "TxReceipt",
     "load_artifact",
 ]

@@ -1,98 +1,25 @@
-"""The chain subtree's actors: dev chain, indexer, and the demo's traders.
+"""The chain subtree's indexer actor.
 
 The indexer is the same against a real node and the embedded chain; only
-its :class:`~perpstream.chain.ChainClient` differs. On the embedded chain a
-:class:`DevChainActor` owns the in-process EVM (the "node") and mines a
-block every ``block_interval_s`` so confirmations advance as on a real
-chain; the demo actors send real transactions to it. They reach the node
-through a :class:`NodeHandle` filled by the dev chain actor, which is what
-a client's connection to a node is: the chain subtree restarts rest-for-one,
-so a restarted dev chain takes the indexer and the demo actors with it.
+its :class:`~perpstream.chain.ChainClient` differs. The embedded chain and
+its demo bots are in :mod:`perpstream.services.demo_actors`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from decimal import Decimal
+from collections.abc import Callable, Sequence
 
-import attrs
-import trio
-
-from actors import Actor, ActorContext, Policy
-from perpstream.chain import (
-    ChainClient,
-    DemoLiquidator,
-    DemoTrader,
-    DevChain,
-    FundingKeeper,
-    IndexedEvent,
-    Indexer,
-    MarketRisk,
-)
+from actors import Actor, ActorContext
+from perpstream.chain import ChainClient, IndexedEvent, Indexer
 from perpstream.chain.indexer import IndexerStatus
 from perpstream.chain.store import IndexerStore
-from perpstream.chain.units import round_to_wad
-from perpstream.protocol import Channel, Frame
 from perpstream.services.messages import ChainDelivery
 from perpstream.services.topics import market_name
-from perpstream.streams import StreamKey
 
-__all__ = [
-    "DemoLiquidatorActor",
-    "DemoTraderActor",
-    "DevChainActor",
-    "FundingKeeperActor",
-    "IndexerActor",
-    "NodeHandle",
-]
+__all__ = ["IndexerActor"]
 
 log = logging.getLogger("perpstream.chain")
-
-
-@attrs.define
-class NodeHandle:
-    """The running dev chain, for its siblings in the chain subtree."""
-
-    chain: DevChain | None = None
-
-    def get(self) -> DevChain:
-        if self.chain is None:
-            raise RuntimeError("the dev chain is not running")
-        return self.chain
-
-
-class DevChainActor(Actor):
-    """Runs the embedded EVM with the exchange deployed; mines on a timer."""
-
-    kind = "dev-chain"
-
-    def __init__(
-        self, node: NodeHandle, *, traders: int, block_interval_s: float, market_risk: dict[str, MarketRisk]
-    ) -> None:
-        self.node = node
-        self.traders = traders
-        self.block_interval_s = block_interval_s
-        self.market_risk = market_risk
-
-    async def setup(self, ctx: ActorContext) -> None:
-        chain = await DevChain.start(traders=self.traders, market_risk=self.market_risk)
-        self.node.chain = chain
-        log.info("embedded chain up; exchange deployed at %s", chain.address)
-        ctx.nursery.start_soon(self._mine)
-
-    async def _mine(self) -> None:
-        chain = self.node.get()
-        while True:
-            await trio.sleep(self.block_interval_s)
-            await chain.mine(1)
-
-    async def on_stop(self) -> None:
-        self.node.chain = None
-
-    def describe(self) -> dict[str, object]:
-        return {"address": self.node.chain.address if self.node.chain else None}
 
 
 def _route(indexed: IndexedEvent, markets: Sequence[str]) -> Sequence[str]:
@@ -170,95 +97,3 @@ class IndexerActor(Actor):
             "halted": status.halted,
             "remedy": status.remedy,
         }
-
-
-def _latest_field(ctx: ActorContext, key: StreamKey, field: str) -> Decimal | None:
-    """A decimal field of a stream's newest snapshot, as any client would read it."""
-    frame: Frame | None = ctx.registry.topic(key.topic, policy=Policy.CONFLATE, capacity=1).latest
-    if frame is None:
-        return None
-    value = json.loads(frame.json()).get(field)
-    return None if value is None else Decimal(value)
-
-
-def _price_reader(ctx: ActorContext) -> Callable[[str], Decimal | None]:
-    def price(market_id: str) -> Decimal | None:
-        value = _latest_field(ctx, StreamKey(Channel.PRICES, market_id), "price")
-        return None if value is None else round_to_wad(value)
-
-    return price
-
-
-class DemoTraderActor(Actor):
-    """Trades the demo accounts at the oracle's prices."""
-
-    kind = "demo-trader"
-
-    def __init__(self, node: NodeHandle, *, markets: Sequence[str], seed: int, interval_s: float,
-                 max_leverage: Decimal) -> None:
-        self.node = node
-        self.markets = tuple(markets)
-        self.seed = seed
-        self.interval_s = interval_s
-        self.max_leverage = max_leverage
-        self.trader: DemoTrader | None = None
-
-    async def setup(self, ctx: ActorContext) -> None:
-        self.trader = DemoTrader(
-            self.node.get(), self.markets, _price_reader(ctx), seed=self.seed,
-            interval_s=(self.interval_s * 0.5, self.interval_s * 1.5), max_leverage=self.max_leverage,
-        )
-        ctx.nursery.start_soon(self.trader.run)
-
-
-class DemoLiquidatorActor(Actor):
-    """Liquidates what the service's own liquidation stream calls liquidatable."""
-
-    kind = "demo-liquidator"
-
-    def __init__(self, node: NodeHandle, *, event_buffer: int) -> None:
-        self.node = node
-        self.event_buffer = event_buffer
-        self.liquidator: DemoLiquidator | None = None
-
-    async def setup(self, ctx: ActorContext) -> None:
-        topic = ctx.registry.topic(StreamKey(Channel.LIQUIDATIONS).topic, policy=Policy.CONFLATE, capacity=1)
-
-        async def candidates() -> AsyncIterator[str]:
-            with topic.subscribe() as subscription:
-                while True:
-                    delivery = await subscription.receive()
-                    alert = json.loads(delivery.item.json())
-                    for candidate in alert["candidates"]:
-                        if candidate["liquidatable"]:
-                            yield candidate["position_id"]
-
-        self.liquidator = DemoLiquidator(self.node.get(), _price_reader(ctx), candidates=candidates())
-        ctx.nursery.start_soon(self.liquidator.run)
-
-    def describe(self) -> dict[str, object]:
-        if self.liquidator is None:
-            return {}
-        return {"liquidated": self.liquidator.liquidated, "refused": self.liquidator.refused}
-
-
-class FundingKeeperActor(Actor):
-    """Posts each market's model funding rate on chain, as a keeper bot would."""
-
-    kind = "funding-keeper"
-
-    def __init__(self, node: NodeHandle, *, markets: Sequence[str], interval_s: float,
-                 clock: Callable[[], float]) -> None:
-        self.node = node
-        self.markets = tuple(markets)
-        self.interval_s = interval_s
-        self.clock = clock
-
-    async def setup(self, ctx: ActorContext) -> None:
-        def rate(market_id: str) -> Decimal | None:
-            value = _latest_field(ctx, StreamKey(Channel.MARKET_STATS, market_id), "predicted_funding_rate")
-            return None if value is None else round_to_wad(value)
-
-        keeper = FundingKeeper(self.node.get(), self.markets, rate, _price_reader(ctx),
-                               interval_s=self.interval_s, clock=self.clock)
-        ctx.nursery.start_soon(keeper.run)

@@ -8,7 +8,7 @@ import attrs
 import pytest
 import trio
 
-from perpstream.chain import DevChain
+from perpstream.devchain import Deployment, DevChain
 
 from .hardhat_node import REQUIRE_ENV, HardhatNode, deploy_exchange, exchange_at, hardhat_unavailable, install_hardhat
 
@@ -29,7 +29,7 @@ class NodeSession:
     """The session's Hardhat node, the exchange on it, and the snapshot tests start from."""
 
     node: HardhatNode
-    address: str
+    deployment: Deployment
     base: str
 
 
@@ -55,8 +55,8 @@ def hardhat_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSe
         pytest.skip(reason)
     node = HardhatNode(install_hardhat(), tmp_path_factory.mktemp("hardhat") / "node.log")
     try:
-        address = deploy_exchange(node)
-        yield NodeSession(node, address, base=str(node.call("evm_snapshot")))
+        deployment = deploy_exchange(node)
+        yield NodeSession(node, deployment, base=str(node.call("evm_snapshot")))
     finally:
         node.stop()
 
@@ -69,6 +69,6 @@ async def hardhat(hardhat_session: NodeSession) -> OnNode:
     node = session.node
     if not await node.revert(session.base):
         await node.reset()
-        session.address = await trio.to_thread.run_sync(deploy_exchange, node)
+        session.deployment = await trio.to_thread.run_sync(deploy_exchange, node)
     session.base = await node.snapshot()
-    return OnNode(node, exchange_at(node, session.address))
+    return OnNode(node, exchange_at(node, session.deployment))

@@ -24,9 +24,8 @@ import httpx
 import trio
 from web3 import Web3
 
-from perpstream.chain.artifact import load_artifact
-from perpstream.chain.embedded import DevChain, MarketRisk
-from perpstream.chain.units import market_id_to_bytes32
+from perpstream.devchain import DEFAULT_MARKET_FEEDS, DemoPublisher, Deployment, DevChain, MarketRisk
+from perpstream.devchain import deploy_exchange as deploy_contracts
 from tests.e2e.daemon import free_port
 
 __all__ = [
@@ -134,27 +133,23 @@ class HardhatNode:
         self._log.close()
 
 
-def deploy_exchange(node: HardhatNode, *, market_risk: dict[str, MarketRisk] = MARKET_RISK) -> str:
-    """Deploy PerpExchange from the committed artifact as the embedded chain does
-    (blocking); returns its address."""
+def deploy_exchange(node: HardhatNode, *, market_risk: dict[str, MarketRisk] = MARKET_RISK) -> Deployment:
+    """Deploy the demo oracle and PerpExchange from the committed artifacts as the
+    embedded chain does (blocking). A reset node deployed again gets the same
+    addresses: the deployer's nonces repeat."""
     w3 = _web3(node)
     owner = Web3.to_checksum_address(w3.eth.accounts[0])
-    artifact = load_artifact()
-    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    tx_hash = factory.constructor(MarketRisk().as_abi()).transact({"from": owner})
-    address = str(w3.eth.get_transaction_receipt(tx_hash)["contractAddress"])
-    contract = w3.eth.contract(address=address, abi=artifact.abi)
-    for market_id, risk in market_risk.items():
-        contract.functions.setMarketRisk(market_id_to_bytes32(market_id), risk.as_abi()).transact({"from": owner})
-    return address
+    feeds = {market_id: DEFAULT_MARKET_FEEDS[market_id] for market_id in market_risk}
+    return deploy_contracts(w3, deployer=owner, market_feeds=feeds, market_risk=market_risk)
 
 
-def exchange_at(node: HardhatNode, address: str) -> DevChain:
+def exchange_at(node: HardhatNode, deployment: Deployment) -> DevChain:
     """The deployed exchange, for sending the tests' transactions (the node's unlocked
-    accounts: owner, liquidator, then traders). Build it inside the test's trio run."""
+    accounts: owner, liquidator, then traders), signing prices as the demo publisher.
+    Build it inside the test's trio run."""
     w3 = _web3(node)
     accounts = [Web3.to_checksum_address(a) for a in w3.eth.accounts]
-    return DevChain(w3, w3.eth.contract(address=address, abi=load_artifact().abi), accounts)
+    return DevChain(w3, deployment, accounts, DemoPublisher())
 
 
 def _web3(node: HardhatNode) -> Web3:

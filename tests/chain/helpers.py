@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 
 from perpstream.chain import (
     ChainClient,
     ChainEvent,
-    DevChain,
     EventSink,
     IndexedEvent,
     Indexer,
     IndexerStore,
-    OnChainPosition,
     PositionStore,
     StoredPosition,
 )
+from perpstream.devchain import DevChain, OnChainPosition, Quote
 
 BTC = "btc-usdc-perp"
 ETH = "eth-usdc-perp"
@@ -39,6 +38,31 @@ class Recorder:
 
     def clear(self) -> None:
         self.deliveries.clear()
+
+
+class SignedQuotes:
+    """Quotes for the demo bots at the prices a test sets (``prices`` is read on every call).
+
+    Each is signed by the chain's demo publisher with a publish time newer
+    than the last one's and than the head block's when made (see
+    :meth:`of`), so the oracle takes every update it is sent.
+    """
+
+    def __init__(self, chain: DevChain, prices: Mapping[str, Decimal | None], head_timestamp: int) -> None:
+        self._chain = chain
+        self._prices = prices
+        self._last_publish_time = head_timestamp
+
+    @classmethod
+    async def of(cls, chain: DevChain, prices: Mapping[str, Decimal | None]) -> SignedQuotes:
+        return cls(chain, prices, await chain.head_timestamp())
+
+    def __call__(self, market_id: str) -> Quote | None:
+        price = self._prices.get(market_id)
+        if price is None:
+            return None
+        self._last_publish_time += 1
+        return Quote(price, (self._chain.sign_price(market_id, price, self._last_publish_time),))
 
 
 def make_indexer(

@@ -16,7 +16,8 @@ import h11
 import httpx
 import trio
 
-from perpstream.chain import DevChain, RawLog
+from perpstream.chain import RawLog
+from perpstream.devchain import DevChain
 
 # Infura's reply to an eth_getLogs with too many results (as logged in the wild).
 INFURA_TOO_MANY_RESULTS = {"code": -32005, "message": "query returned more than 10000 results"}

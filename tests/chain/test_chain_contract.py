@@ -10,22 +10,20 @@ from decimal import Decimal
 import pytest
 
 from perpstream.chain import (
-    DevChain,
     FundingUpdated,
-    MarketRisk,
-    OpenOrder,
     PositionClosed,
     PositionLiquidated,
     PositionModified,
     PositionOpened,
-    TransactionReverted,
     load_artifact,
 )
-from perpstream.chain.artifact import source_sha256
+from perpstream.chain.artifact import ORACLE_CONTRACT_NAME, source_sha256
+from perpstream.chain.units import from_wad
+from perpstream.devchain import DevChain, MarketRisk, OpenOrder, TransactionReverted
 
 from .helpers import BTC, ETH, d
 
-# domain.md, "Reference contract events": (name, type, indexed) in order.
+# The exchange's events as the indexer decodes them: (name, type, indexed) in order.
 EXPECTED_EVENTS = {
     "PositionOpened": [
         ("positionId", "bytes32", True), ("account", "address", True), ("marketId", "bytes32", True),
@@ -51,18 +49,21 @@ EXPECTED_EVENTS = {
 }
 
 
-def test_artifact_was_built_from_the_committed_source() -> None:
+def test_artifacts_were_built_from_the_committed_sources() -> None:
     assert load_artifact().source_sha256 == source_sha256()
+    oracle = load_artifact(ORACLE_CONTRACT_NAME)
+    assert oracle.source_sha256 == source_sha256(name=ORACLE_CONTRACT_NAME)
 
 
 @pytest.mark.skipif(
     importlib.util.find_spec("vyper") is None, reason="vyper (the contracts extra) is not installed"
 )
-def test_artifact_matches_a_fresh_compile() -> None:
-    from perpstream.chain.build_contract import compile_artifact
+@pytest.mark.parametrize("name", ["PerpExchange", ORACLE_CONTRACT_NAME])
+def test_artifact_matches_a_fresh_compile(name: str) -> None:
+    from perpstream.devchain.build_contract import compile_artifact
 
-    fresh = compile_artifact()
-    committed = load_artifact()
+    fresh = compile_artifact(name)
+    committed = load_artifact(name)
     assert fresh.compiler == committed.compiler
     assert fresh.bytecode == committed.bytecode
     assert json.dumps(fresh.abi, sort_keys=True) == json.dumps(committed.abi, sort_keys=True)
@@ -96,22 +97,41 @@ async def test_open_modify_close_emit_the_bookkept_values(chain: DevChain) -> No
     assert (position.account, position.market_id, position.is_long) == (trader, BTC, False)
     assert (position.size, position.collateral, position.entry_price) == (d("1.5"), d("300"), d("64000.25"))
 
-    # Funding moves on: modifying settles what the short is owed into its collateral.
+    # Funding moves on: modifying settles what the short is owed into its collateral,
+    # and reducing realizes the removed part's pnl at the oracle's price.
     await chain.update_funding(BTC, rate_per_hour=d("0.0001"), index=d("2"), timestamp=int(time.time()))
-    receipt = await chain.modify_position(
-        trader, pid, size=d("1"), collateral=d("300"), entry_price=d("64000")
-    )
+    receipt = await chain.modify_position(trader, pid, size=d("1"), collateral=d("300"), price=d("64000"))
     (modified,) = receipt.events
     assert isinstance(modified, PositionModified)
-    # short: owed = -size * (2 - 0) = -3, so the collateral grows by 3
-    assert (modified.size, modified.collateral, modified.entry_funding_index) == (d("1"), d("303"), d("2"))
+    # short: owed = -1.5 * (2 - 0) = -3; removed 0.5 short from 64000.25 to 64000: +0.125
+    assert (modified.size, modified.collateral, modified.entry_funding_index) == (d("1"), d("303.125"), d("2"))
+    assert modified.entry_price == d("64000.25")  # a reduction keeps the entry price
 
     receipt = await chain.close_position(trader, pid, exit_price=d("63000"))
     (closed,) = receipt.events
     assert isinstance(closed, PositionClosed)
-    assert closed.realized_pnl == d("1000")  # short 1 from 64000 to 63000, no funding since modify
-    assert (closed.account, closed.market_id) == (trader, BTC)
+    assert closed.realized_pnl == d("1000.25")  # short 1 from 64000.25 to 63000, no funding since modify
+    assert (closed.account, closed.market_id, closed.exit_price) == (trader, BTC, d("63000"))
     assert await chain.position(pid) is None
+
+
+async def test_adding_size_averages_the_entry_at_the_oracle_price(chain: DevChain) -> None:
+    trader = chain.traders[0]
+    pid = await open_btc(chain, trader, size="1", collateral="1000", price="100")
+    receipt = await chain.modify_position(trader, pid, size=d("3"), collateral=d("1000"), price=d("103"))
+    (modified,) = receipt.events
+    assert isinstance(modified, PositionModified)
+    # (1 * 100 + 2 * 103) / 3 = 102, collateral unchanged (no funding, nothing realized)
+    assert (modified.size, modified.collateral, modified.entry_price) == (d("3"), d("1000"), d("102"))
+    receipt = await chain.modify_position(trader, pid, size=d("4"), collateral=d("1000"), price=d("100"))
+    (modified,) = receipt.events
+    # (3 * 102 + 100) / 4 = 101.5; an inexact average rounds down in wei
+    assert isinstance(modified, PositionModified) and modified.entry_price == d("101.5")
+    receipt = await chain.modify_position(trader, pid, size=d("7"), collateral=d("1000"), price=d("100.01"))
+    (modified,) = receipt.events
+    assert isinstance(modified, PositionModified)
+    expected_wad = (4 * 10**18 * 1015 * 10**17 + 3 * 10**18 * 10001 * 10**16) // (7 * 10**18)
+    assert modified.entry_price == from_wad(expected_wad)
 
 
 async def test_only_the_account_modifies_or_closes(chain: DevChain) -> None:
@@ -183,6 +203,7 @@ async def test_batch_open_emits_one_event_per_order_in_order(chain: DevChain) ->
     ]
     receipt = await chain.open_positions(chain.traders[0], orders)
     opened = [e for e in receipt.events if isinstance(e, PositionOpened)]
-    assert [e.meta.log_index for e in opened] == [0, 1, 2, 3, 4]
+    first = opened[0].meta.log_index  # after the oracle's PriceFeedUpdate logs
+    assert [e.meta.log_index for e in opened] == list(range(first, first + 5))
     assert [(e.market_id, e.is_long, e.size) for e in opened] == [(o.market_id, o.is_long, o.size) for o in orders]
     assert len(set(receipt.opened_position_ids)) == 5

@@ -14,7 +14,8 @@ import pytest
 import trio
 
 import perpstream.chain.store as store_module
-from perpstream.chain import Cursor, DevChain, IndexedEvent, OpenOrder, PositionStore
+from perpstream.chain import Cursor, IndexedEvent, PositionStore
+from perpstream.devchain import DevChain, OpenOrder
 
 from .helpers import BTC, ETH, Recorder, assert_store_matches_contract, d, make_indexer, poll_until_caught_up
 from .rpc_node import DevChainNode
@@ -29,7 +30,7 @@ async def make_history(chain: DevChain, rounds: int) -> None:
         ]
         receipt = await chain.open_positions(trader, orders)
         ids = receipt.opened_position_ids
-        await chain.modify_position(trader, ids[0], size=d("9"), collateral=d("120"), entry_price=d("51"))
+        await chain.modify_position(trader, ids[0], size=d("9"), collateral=d("120"), price=d("51"))
         await chain.close_position(trader, ids[1], exit_price=d("49"))
         await chain.update_funding(BTC, rate_per_hour=d("0.0001"), index=d(f"0.{r}"), timestamp=100 + r)
 

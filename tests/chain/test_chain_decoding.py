@@ -10,16 +10,10 @@ import pytest
 from eth_utils import keccak
 from web3 import Web3
 
-from perpstream.chain import (
-    DevChain,
-    EventDecoder,
-    LogDecodeError,
-    PositionOpened,
-    RawLog,
-    load_artifact,
-)
+from perpstream.chain import EventDecoder, LogDecodeError, PositionOpened, RawLog, load_artifact
 from perpstream.chain.codec import dump_event, load_event
 from perpstream.chain.units import from_wad
+from perpstream.devchain import DevChain
 
 from .helpers import BTC, d
 
@@ -67,7 +61,7 @@ async def test_agrees_with_web3_on_every_event_kind(chain: DevChain) -> None:
         await chain.open_position(trader, BTC, is_long=True, **position),
     ]
     pid = receipts[-1].opened_position_ids[0]
-    receipts.append(await chain.modify_position(trader, pid, **{**position, "collateral": d("6")}))
+    receipts.append(await chain.modify_position(trader, pid, size=d("1"), collateral=d("6"), price=d("100")))
     receipts.append(await chain.liquidate(chain.liquidator, pid, price=d("94")))
     receipts.append(await chain.open_position(trader, BTC, is_long=False, **position))
     pid = receipts[-1].opened_position_ids[0]

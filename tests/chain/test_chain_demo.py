@@ -7,14 +7,14 @@ from typing import Any, AsyncIterator
 
 import trio
 
-from perpstream.chain import DemoLiquidator, DemoTrader, DevChain, FundingKeeper
+from perpstream.devchain import DemoLiquidator, DemoTrader, DevChain, FundingKeeper
 
-from .helpers import BTC, ETH, d
+from .helpers import BTC, ETH, SignedQuotes, d
 
 
 async def test_trader_opens_modifies_and_closes_within_max_leverage(chain: DevChain) -> None:
     prices = {BTC: d("65000"), ETH: d("3400")}
-    trader = DemoTrader(chain, [BTC, ETH], prices.get, seed=5, max_leverage=Decimal(50))
+    trader = DemoTrader(chain, [BTC, ETH], await SignedQuotes.of(chain, prices), seed=5, max_leverage=Decimal(50))
     for step in range(25):
         prices[BTC] += d("25") if step % 3 else d("-40")
         await trader.step()
@@ -29,7 +29,7 @@ async def test_trader_opens_modifies_and_closes_within_max_leverage(chain: DevCh
 
 async def test_trader_forgets_positions_liquidated_under_it(chain: DevChain) -> None:
     prices = {BTC: d("100")}
-    trader = DemoTrader(chain, [BTC], prices.get, seed=1, accounts=chain.traders[:1],
+    trader = DemoTrader(chain, [BTC], await SignedQuotes.of(chain, prices), seed=1, accounts=chain.traders[:1],
                         max_positions_per_account=1)
     assert await trader.step() == "open"
     (position,) = await chain.open_positions_view()
@@ -42,9 +42,9 @@ async def test_trader_forgets_positions_liquidated_under_it(chain: DevChain) -> 
 async def test_restarted_trader_takes_over_open_positions(chain: DevChain) -> None:
     prices = {BTC: d("100")}
     options: dict[str, Any] = dict(seed=4, accounts=chain.traders[:1], max_positions_per_account=1)
-    first = DemoTrader(chain, [BTC], prices.get, **options)
+    first = DemoTrader(chain, [BTC], await SignedQuotes.of(chain, prices), **options)
     assert await first.step() == "open"
-    restarted = DemoTrader(chain, [BTC], prices.get, **options)
+    restarted = DemoTrader(chain, [BTC], await SignedQuotes.of(chain, prices), **options)
     await restarted.adopt_open_positions()
     assert await restarted.step() in ("modify", "close")  # at its limit: it works the old one
     assert len(await chain.open_positions_view()) <= 1
@@ -66,7 +66,8 @@ async def test_trader_run_paces_itself(chain: DevChain) -> None:
             stop.cancel()
         await trio.lowlevel.checkpoint()
 
-    trader = DemoTrader(chain, [BTC], {BTC: d("100")}.get, seed=2, interval_s=(1.0, 3.0), sleep=fake_sleep)
+    trader = DemoTrader(chain, [BTC], await SignedQuotes.of(chain, {BTC: d("100")}), seed=2, interval_s=(1.0, 3.0),
+                        sleep=fake_sleep)
     with stop:
         await trader.run()
     assert len(sleeps) == 3 and all(1.0 <= s <= 3.0 for s in sleeps)
@@ -88,9 +89,10 @@ async def test_liquidator_takes_what_the_chain_accepts(chain: DevChain) -> None:
         for position_id in (healthy_id, risky_id, risky_id, "0x" + "ab" * 32):
             yield position_id
 
-    liquidator = DemoLiquidator(chain, prices.get, candidates=candidates())
+    liquidator = DemoLiquidator(chain, await SignedQuotes.of(chain, prices), candidates=candidates())
     await liquidator.run()
     assert (liquidator.liquidated, liquidator.refused) == (1, 1)  # gone ones are skipped quietly
+    assert liquidator.refusals == {"position is not liquidatable": 1}
     assert await chain.position(risky_id) is None
     assert await chain.position(healthy_id) is not None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perpstream.chain import DevChain
+from perpstream.devchain import DevChain
 
 from .helpers import BTC, d
 

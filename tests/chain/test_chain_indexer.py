@@ -10,27 +10,34 @@ import pytest
 import trio
 
 from perpstream.chain import (
-    DemoLiquidator,
-    DemoTrader,
     Cursor,
-    DevChain,
-    FundingKeeper,
     IndexerStatus,
     RawLog,
     RetryPolicy,
     StoreMismatchError,
     TransientChainError,
 )
+from perpstream.devchain import DemoLiquidator, DemoTrader, DevChain, FundingKeeper
 
-from .helpers import BTC, ETH, Recorder, assert_store_matches_contract, d, make_indexer, poll_until_caught_up
+from .helpers import (
+    BTC,
+    ETH,
+    Recorder,
+    SignedQuotes,
+    assert_store_matches_contract,
+    d,
+    make_indexer,
+    poll_until_caught_up,
+)
 
 
 async def test_derived_state_equals_the_contract_view(chain: DevChain, db_path: Path) -> None:
     prices = {BTC: d("65000"), ETH: d("3400")}
-    trader = DemoTrader(chain, [BTC, ETH], prices.get, seed=3)
+    quotes = await SignedQuotes.of(chain, prices)
+    trader = DemoTrader(chain, [BTC, ETH], quotes, seed=3)
     keeper = FundingKeeper(chain, [BTC, ETH], lambda m: d("0.00002") if m == BTC else d("-0.00001"),
                            prices.get, clock=iter(range(1_700_000_000, 1_800_000_000, 600)).__next__)
-    liquidator = DemoLiquidator(chain, prices.get)
+    liquidator = DemoLiquidator(chain, quotes)
     sink = Recorder()
     indexer, _ = make_indexer(chain, db_path, sink, confirmations=2)
     store = indexer.positions()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from perpstream.chain.embedded import OpenOrder
+from perpstream.devchain import OpenOrder
 from perpstream.cli import main
 from perpstream.daemon import run_daemon
 from perpstream.data_lock import DataDirLocked

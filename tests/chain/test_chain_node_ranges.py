@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from perpstream.chain.embedded import OpenOrder
+from perpstream.devchain import OpenOrder
 from perpstream.chain.indexer import Indexer
 from perpstream.chain.jsonrpc import JsonRpcChainClient
 from perpstream.chain.store import IndexerStore

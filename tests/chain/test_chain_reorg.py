@@ -8,14 +8,8 @@ from typing import Any
 import attrs
 import pytest
 
-from perpstream.chain import (
-    ChainEvent,
-    DevChain,
-    PositionOpened,
-    RawLog,
-    ReorgTooDeepError,
-    StoredPosition,
-)
+from perpstream.chain import ChainEvent, PositionOpened, RawLog, ReorgTooDeepError, StoredPosition
+from perpstream.devchain import DevChain
 
 from .helpers import BTC, ETH, Recorder, assert_store_matches_contract, d, make_indexer, poll_until_caught_up
 
@@ -25,7 +19,7 @@ async def old_branch(chain: DevChain, position_id: str, depth: int) -> list[Chai
     trader = chain.traders[0]
     steps = [
         lambda: chain.modify_position(
-            trader, position_id, size=d("2"), collateral=d("150"), entry_price=d("101")
+            trader, position_id, size=d("2"), collateral=d("150"), price=d("101")
         ),
         lambda: chain.update_funding(BTC, rate_per_hour=d("0.0002"), index=d("2"), timestamp=20),
         lambda: chain.close_position(trader, position_id, exit_price=d("103")),

@@ -15,7 +15,7 @@ from typing import Literal
 import h11
 import trio
 
-from perpstream.chain import DevChain
+from perpstream.devchain import DevChain
 from tests.chain.rpc_node import DevChainNode
 
 from .loopback import LoopbackServer, read_request, respond

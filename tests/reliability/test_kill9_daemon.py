@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import trio
 
-from perpstream.chain import Cursor, DevChain, PositionStore
+from perpstream.chain import Cursor, PositionStore
+from perpstream.devchain import DevChain
 from tests.chain.test_chain_crash import make_history, reference_run
 
 from .clients import Listener

@@ -20,10 +20,11 @@ import pytest
 import trio
 
 from actors import ChildSpec
-from perpstream.chain import ChainEvent, DevChain, IndexerStore, PositionStore
+from perpstream.chain import ChainEvent, IndexerStore, PositionStore
 from perpstream.chain.indexer import IndexerStatus
 from perpstream.clock import WallClock
 from perpstream.config import parse_config
+from perpstream.devchain import DevChain
 from perpstream.services.chain_actors import IndexerActor
 from perpstream.services.topics import INDEXER
 from perpstream.sources import Sources, build_feed
@@ -92,7 +93,7 @@ async def watch_reorgs(config: Any, chain: DevChain, sources: Sources) -> None:
             fork = await chain.snapshot()
             steps: list[Callable[[], Awaitable[Any]]] = [
                 lambda: chain.modify_position(trader, kept, size=Decimal("2"), collateral=Decimal("400"),
-                                              entry_price=Decimal("65100")),
+                                              price=Decimal("65100")),
                 lambda: chain.open_position(trader, ETH, is_long=False, size=Decimal("5"),
                                             collateral=Decimal("200"), entry_price=Decimal("3400")),
                 lambda: chain.close_position(trader, kept, exit_price=Decimal("65200")),

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import trio
 
-from perpstream.chain import DevChain, Indexer, IndexerStore, JsonRpcChainClient, PositionStore, RetryPolicy
+from perpstream.chain import Indexer, IndexerStore, JsonRpcChainClient, PositionStore, RetryPolicy
+from perpstream.devchain import DevChain
 from perpstream.config import parse_config
 from tests.chain.helpers import BTC, Recorder, assert_store_matches_contract
 from tests.chain.test_chain_crash import make_history, reference_run

@@ -1,1 +1,1 @@
-"""The reference contract: Vyper source and its compiled artifact."""
+"""The reference contracts: the exchange and the embedded chain's demo oracle, Vyper sources and compiled artifacts."""

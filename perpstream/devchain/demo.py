@@ -3,6 +3,9 @@
 They send real transactions, so every stream of the service carries live
 chain events in the embedded demo. Each is a plain trio ``run()`` coroutine
 (with ``task_status``) around a ``step()`` that tests can drive directly.
+Trader and liquidator transact with a market's newest :class:`Quote`: the
+price they size orders by and the signed oracle update they submit, so the
+contract prices the transaction itself.
 """
 
 from __future__ import annotations
@@ -17,14 +20,25 @@ from typing import Any, AsyncIterable, Awaitable, Callable, NoReturn, Sequence
 import attrs
 import trio
 
-from perpstream.chain.embedded import DevChain, TransactionReverted
 from perpstream.chain.units import round_to_wad
+from perpstream.devchain.embedded import DevChain, TransactionReverted
 
-__all__ = ["PriceSource", "FundingRateSource", "DemoTrader", "DemoLiquidator", "FundingKeeper"]
+__all__ = ["PriceSource", "FundingRateSource", "Quote", "QuoteSource", "DemoTrader", "DemoLiquidator", "FundingKeeper"]
 
 log = logging.getLogger(__name__)
 
 PriceSource = Callable[[str], Decimal | None]  # market id -> oracle price, None if unknown
+
+
+@attrs.frozen
+class Quote:
+    """A market's price and the signed oracle update that proves it on chain."""
+
+    price: Decimal
+    update_data: tuple[bytes, ...]
+
+
+QuoteSource = Callable[[str], Quote | None]  # market id -> newest quote, None if unknown
 FundingRateSource = Callable[[str], Decimal | None]  # market id -> rate per hour
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -57,7 +71,7 @@ class DemoTrader:
         self,
         chain: DevChain,
         markets: Sequence[str],
-        current_price: PriceSource,
+        quote: QuoteSource,
         *,
         seed: int = 11,
         interval_s: tuple[float, float] = (1.0, 3.0),
@@ -68,7 +82,7 @@ class DemoTrader:
     ) -> None:
         self._chain = chain
         self._markets = tuple(markets)
-        self._price = current_price
+        self._quote = quote
         self._rng = random.Random(seed)
         self._interval_s = interval_s
         self._max_leverage = max_leverage
@@ -128,10 +142,11 @@ class DemoTrader:
         return min(self._max_leverage, self._uniform(low, high, 1))
 
     async def _open(self, account: str) -> str | None:
-        priced = [(m, p) for m in self._markets if (p := self._price(m)) is not None]
-        if not priced:
+        quoted = [(m, q) for m in self._markets if (q := self._quote(m)) is not None]
+        if not quoted:
             return None
-        market_id, price = self._rng.choice(priced)
+        market_id, quote = self._rng.choice(quoted)
+        price = quote.price
         notional = self._rng.choice(_NOTIONALS_USD) * self._uniform(Decimal("0.8"), Decimal("1.2"), 3)
         leverage = self._leverage()
         size = _round_down(notional / price, 6)
@@ -143,39 +158,37 @@ class DemoTrader:
             is_long=self._rng.random() < 0.5,
             size=size,
             collateral=_round_up(size * price / leverage, 2),  # never above max leverage
-            entry_price=round_to_wad(price),
+            update_data=quote.update_data,
         )
         self._holdings[account].append(_Holding(receipt.opened_position_ids[0], market_id))
         return "open"
 
     async def _modify(self, account: str, holding: _Holding) -> str | None:
         position = await self._chain.position(holding.position_id)
-        price = self._price(holding.market_id)
-        if position is None or price is None:
+        quote = self._quote(holding.market_id)
+        if position is None or quote is None:
             return None
-        size, collateral, entry = position.size, position.collateral, position.entry_price
+        size, collateral = position.size, position.collateral
         choice = self._rng.random()
         if choice < 0.35:  # add collateral: deleverage
             collateral = _round_down(collateral * self._uniform(Decimal("1.2"), Decimal("1.5"), 2), 2)
-        elif choice < 0.7:  # add to the position at the current price
-            extra = _round_down(size * self._uniform(Decimal("0.2"), Decimal("0.6"), 2), 6)
-            entry = round_to_wad((size * entry + extra * price) / (size + extra))
-            size += extra
-        else:  # reduce the position
+        elif choice < 0.7:  # add to the position at the oracle's price
+            size += _round_down(size * self._uniform(Decimal("0.2"), Decimal("0.6"), 2), 6)
+        else:  # reduce the position (the contract realizes the removed part's pnl)
             size = _round_down(size * self._uniform(Decimal("0.3"), Decimal("0.7"), 2), 6)
         if size <= 0:
             return None
-        collateral = max(collateral, _round_up(size * price / self._max_leverage, 2))
+        collateral = max(collateral, _round_up(size * quote.price / self._max_leverage, 2))
         await self._chain.modify_position(
-            account, holding.position_id, size=size, collateral=collateral, entry_price=entry
+            account, holding.position_id, size=size, collateral=collateral, update_data=quote.update_data
         )
         return "modify"
 
     async def _close(self, account: str, holding: _Holding) -> str | None:
-        price = self._price(holding.market_id)
-        if price is None:
+        quote = self._quote(holding.market_id)
+        if quote is None:
             return None
-        await self._chain.close_position(account, holding.position_id, exit_price=round_to_wad(price))
+        await self._chain.close_position(account, holding.position_id, update_data=quote.update_data)
         self._holdings[account].remove(holding)
         return "close"
 
@@ -185,25 +198,28 @@ class DemoLiquidator:
 
     Candidates come from ``candidates`` (an async iterable of position ids,
     e.g. fed by the service's liquidation stream) or through
-    :meth:`liquidate`. A candidate the chain refuses — already closed or
-    liquidated, or not liquidatable at the price sent — is counted and
-    skipped.
+    :meth:`liquidate`. Each is sent with its market's newest signed update;
+    the contract decides at that price. A candidate the chain refuses —
+    already closed or liquidated, or not liquidatable at the oracle's
+    price — is counted and skipped.
     """
 
     def __init__(
         self,
         chain: DevChain,
-        current_price: PriceSource,
+        quote: QuoteSource,
         *,
         candidates: AsyncIterable[str] | None = None,
         account: str | None = None,
     ) -> None:
         self._chain = chain
-        self._price = current_price
+        self._quote = quote
         self._candidates = candidates
         self._account = account or chain.liquidator
         self.liquidated = 0
         self.refused = 0
+        #: Why the chain refused, by revert reason (a race: "no such position").
+        self.refusals: Counter[str] = Counter()
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         if self._candidates is None:
@@ -217,13 +233,14 @@ class DemoLiquidator:
         position = await self._chain.position(position_id)
         if position is None:
             return False
-        price = self._price(position.market_id)
-        if price is None:
+        quote = self._quote(position.market_id)
+        if quote is None:
             return False
         try:
-            await self._chain.liquidate(self._account, position_id, price=round_to_wad(price))
+            await self._chain.liquidate(self._account, position_id, update_data=quote.update_data)
         except TransactionReverted as exc:
             self.refused += 1
+            self.refusals[str(exc).removeprefix("liquidate: ").removeprefix("execution reverted: ")] += 1
             log.debug("liquidation of %s refused: %s", position_id, exc)
             return False
         self.liquidated += 1
@@ -233,10 +250,11 @@ class DemoLiquidator:
 class FundingKeeper:
     """Posts each market's funding rate and accrued index on chain periodically.
 
-    The index accrues as in domain.md, ``d(index) = rate × P × dt / 3600 s``,
+    The index accrues as ``d(index) = rate × P × dt / 3600 s``,
     with the rate in force since the last post (read back from the chain, so
     a restarted keeper continues the same index); the new rate comes from
-    ``rate_for``.
+    ``rate_for``. Posting funding names no price on chain (the keeper's
+    index is its own), so the keeper needs prices only, not signed updates.
     """
 
     def __init__(
