@@ -111,7 +111,7 @@ async def test_every_delivery_carries_the_record_before_it(hardhat: OnNode, db_p
     trader = exchange.traders[0]
     opened = await open_at(hardhat, 0, BTC, "1")
     modified = (await exchange.modify_position(trader, opened.position_id, size=d("2"), collateral=d("150"),
-                                               entry_price=d("101"))).events[0]
+                                               price=d("101"))).events[0]
     closed = (await exchange.close_position(trader, opened.position_id, exit_price=d("102"))).events[0]
     sink = Recorder()
     async with JsonRpcChainClient(hardhat.node.url) as client:
