@@ -47,7 +47,7 @@ class GuardedStream(trio.abc.HalfCloseableStream):
 
     __slots__ = (
         "_stream", "socket", "send_blocked_since", "last_receive", "cut_reason", "_lock", "_backlog", "upgraded",
-        "ping_due",
+        "ping_due", "_close_after_writes",
     )
 
     def __init__(self, stream: trio.SocketStream) -> None:
@@ -58,7 +58,10 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         self.cut_reason: str | None = None
         self._lock = trio.Lock()
         self._backlog = b""
-        self.upgraded = False  # the WebSocket handshake's 101 response has been written
+        #: The WebSocket handshake's 101 response has been written (the server sets it).
+        #: Until then no frame may be written: the fast lane refuses.
+        self.upgraded = False
+        self._close_after_writes = False
         self.ping_due = math.inf  # when the guard pings it next (it sets this)
 
     # ------------------------------------------------------------ writing
@@ -69,7 +72,7 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         True means the bytes are committed in order: sent, or partly sent with
         the rest in the backlog (call :meth:`flush` before relying on them).
         """
-        if self._backlog or self._lock.locked() or self.cut_reason is not None:
+        if self._backlog or self._lock.locked() or self.cut_reason is not None or not self.upgraded:
             return False
         try:
             sent = os.write(self.socket.fileno(), data)
@@ -99,17 +102,19 @@ class GuardedStream(trio.abc.HalfCloseableStream):
                 await self._stream.send_all(backlog)
             if data:
                 await self._stream.send_all(data)
-                if not self.upgraded and bytes(data[:12]) == b"HTTP/1.1 101":
-                    self.upgraded = True
         except trio.ClosedResourceError:
             if self.cut_reason is not None:
                 raise trio.BrokenResourceError(self.cut_reason) from None
             raise
         finally:
             self.send_blocked_since = None
+            if self._close_after_writes:
+                self.cut("closed after its last answer", abort=False)
 
     async def write(self, data: bytes) -> None:
-        """Send ``data`` after the backlog, waiting for the socket as long as it takes."""
+        """Send ``data`` (a WebSocket frame) after the backlog, waiting for the socket as long as it takes."""
+        if not self.upgraded:
+            raise trio.BrokenResourceError("no WebSocket frame before the handshake's 101")
         async with self._lock:
             await self._send_locked(data)
 
@@ -137,6 +142,13 @@ class GuardedStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+    def close_after_writes(self) -> None:
+        """Close (with a FIN) once the write in progress, if any, is done; nothing more goes out."""
+        if self._lock.locked():
+            self._close_after_writes = True
+        else:
+            self.cut("closed after its last answer", abort=False)
 
     def cut(self, reason: str, *, abort: bool = True) -> None:
         """Close the connection now, waking any task blocked on it.
