@@ -19,12 +19,20 @@ What a connection gets from the adapter, beyond hypercorn itself:
   is a :class:`BoundPeer`, the peer address that also carries the stream
   (and ``scope["extensions"]["perpstream.stream"]`` holds it), instead of
   a lookup by peer address.
-- The handshake's completion seen through ASGI, not by spotting
-  ``HTTP/1.1 101`` in outgoing bytes: the stream is marked upgraded once
-  the ``websocket.accept`` message has been written.
+- The handshake's completion seen in h11's state, not by spotting
+  ``HTTP/1.1 101`` in outgoing bytes: h11 switches protocol as it renders
+  the 101, and the write that follows is the 101; once it is done the
+  stream is marked upgraded and frames may follow.
 - Compression declined per connection (the handshake's extension offer is
   dropped) rather than by replacing hypercorn's handshake class for the
   whole process.
+- A WebSocket that breaks the protocol (RFC 6455 §7.1.7) is told why: wsproto
+  reports the failure (1002, or 1007 for bad UTF-8) but hypercorn drops the
+  socket without the close frame; the adapter sends it first.
+- Requests RFC 9112 and RFC 6455 say to refuse get a ``400`` that hypercorn
+  would not give: both ``Content-Length`` and ``Transfer-Encoding`` (§6.1, a
+  smuggling attempt: refused and closed), and a ``Sec-WebSocket-Key`` that is
+  not 16 bytes in base64 (§4.2.1).
 - A refused handshake ends the connection. Hypercorn answers a bad
   upgrade (wrong version, bytes sent before the ``101``) with
   ``400`` and ``connection: close`` but leaves the socket open; and if
@@ -37,14 +45,19 @@ What a connection gets from the adapter, beyond hypercorn itself:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from importlib.metadata import version
 from typing import Any
 
 import h11
+import trio
 from hypercorn.config import Config
+from hypercorn.events import RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol, H11WSConnection
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
@@ -53,6 +66,9 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
+from wsproto import Connection as WebSocketProtocol
+from wsproto import ConnectionState as WebSocketState
+from wsproto.events import CloseConnection, Event as WebSocketEvent
 
 from perpstream.web.stream import GuardedStream
 
@@ -68,7 +84,7 @@ REQUIRED: dict[type, tuple[str, ...]] = {
     H11Protocol: ("__init__(app, config, context, task_group, connection_state, ssl, client, server, send)",),
     H11WSConnection: ("__init__(h11_connection)",),
     WSStream: ("__init__(app, config, context, task_group, ssl, client, server, send, stream_id)",
-               "_accept(message)"),
+               "_accept(message)", "_handle_events()"),
     Handshake: ("__init__(headers, http_version)", "accept(subprotocol, additional_headers)"),
     Lifespan: ("__init__(app, config, state)", "handle_lifespan(task_status)", "wait_for_startup()",
                "wait_for_shutdown()"),
@@ -81,7 +97,7 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "ProtocolWrapper": ("protocol",),
     "H11Protocol": ("stream", "connection"),
     "H11WSConnection": ("h11_connection",),
-    "WSStream": ("state", "handshake", "closed"),
+    "WSStream": ("state", "handshake", "closed", "connection"),
     "Handshake": ("extensions",),
     "WorkerContext": ("terminated",),
 }
@@ -182,6 +198,9 @@ class ConnectionServer(TCPServer):
         self.worker = worker
         self.guarded = stream
         self._refused = False
+        #: The application's WebSocket handler, cancelled when hypercorn ends the
+        #: handshake without telling it (hypercorn sends no disconnect after its own 400).
+        self._app_scope = trio.CancelScope()
 
     # ------------------------------------------------------------ a look inside
 
@@ -217,12 +236,19 @@ class ConnectionServer(TCPServer):
     # ------------------------------------------------------------ hooks
 
     async def protocol_send(self, event: Any) -> None:
-        await super().protocol_send(event)
         protocol = self._h11()
-        if (protocol is not None and isinstance(protocol.connection, H11WSConnection)
-                and protocol.connection.h11_connection.our_state in (h11.DONE, h11.MUST_CLOSE, h11.ERROR)):
-            # A whole non-101 answer to an upgrade went out ("connection: close"): keep the promise.
+        state = (protocol.connection.h11_connection.our_state
+                 if protocol is not None and isinstance(protocol.connection, H11WSConnection) else None)
+        if state is h11.SWITCHED_PROTOCOL and not self.guarded.upgraded and isinstance(event, RawData):
+            # h11 switched when it rendered the 101, and hypercorn sends those
+            # bytes next: this write is the 101. Frames may follow it.
+            self.guarded.expect_upgrade()
+        await super().protocol_send(event)
+        if state in (h11.DONE, h11.MUST_CLOSE, h11.ERROR):
+            # A whole non-101 answer to an upgrade went out ("connection: close"): keep the
+            # promise, and end the handler hypercorn will never send a disconnect to.
             self.guarded.close_after_writes()
+            self._app_scope.cancel()
 
     async def _serve_app(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                          send: Callable[[Any], Awaitable[None]], sync_spawn: Callable[..., Any],
@@ -231,23 +257,109 @@ class ConnectionServer(TCPServer):
         if scope.get("client") is not None:
             scope["client"] = BoundPeer(scope["client"], self.guarded)
         scope.setdefault("extensions", {})["perpstream.stream"] = self.guarded
-        if scope["type"] != "websocket":
-            await self.worker.app(scope, receive, send)
-            return
-
-        async def send_websocket(message: Any) -> None:
-            if self._refused:
-                return  # as hypercorn drops what an app sends after a close
-            if message["type"] == "websocket.accept":
-                if self._handshake_answered():
-                    self._refused = True
-                    return
-                ws = self.websocket()
-                if ws is not None and not self.worker.compression:
-                    ws.handshake.extensions = None
-                await send(message)
-                self.guarded.upgraded = True
+        headers = {name.lower() for name, _ in scope.get("headers", ())}
+        if scope["type"] == "http":
+            if b"content-length" in headers and b"transfer-encoding" in headers:
+                await _refuse_http(send, "Content-Length and Transfer-Encoding together")
                 return
-            await send(message)
+            await self.worker.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            if not _valid_key(scope.get("headers", ())):
+                await _refuse_websocket(send, "Sec-WebSocket-Key must be 16 bytes in base64")
+                return
+            with self._app_scope:
+                await self.worker.app(scope, receive, partial(self._send_websocket, send))
+        else:
+            await self.worker.app(scope, receive, send)
 
-        await self.worker.app(scope, receive, send_websocket)
+    async def _send_websocket(self, send: Callable[[Any], Awaitable[None]], message: Any) -> None:
+        """What the application sends on a WebSocket, on its way to hypercorn."""
+        if self._refused:
+            return  # as hypercorn drops what an app sends after a close
+        if message["type"] != "websocket.accept":
+            await send(message)
+            return
+        if self._handshake_answered():
+            self._refused = True
+            self._app_scope.cancel()
+            return
+        ws = self.websocket()
+        protocol = self._h11()
+        if ws is not None and protocol is not None and isinstance(protocol.connection, H11WSConnection):
+            # An HTTP/1.1 upgrade: the socket is ours (HTTP/2 WebSockets stay hypercorn's).
+            if not self.worker.compression:
+                ws.handshake.extensions = None
+            _report_failures(ws.handshake, self.guarded)
+        await send(message)
+
+
+def _valid_key(headers: Any) -> bool:
+    keys = [value for name, value in headers if name.lower() == b"sec-websocket-key"]
+    if len(keys) != 1:
+        return False
+    try:
+        return len(base64.b64decode(keys[0].strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+async def _refuse_http(send: Callable[[Any], Awaitable[None]], why: str) -> None:
+    body = f"bad request: {why}".encode()
+    await send({"type": "http.response.start", "status": 400,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse_websocket(send: Callable[[Any], Awaitable[None]], why: str) -> None:
+    """Refuse an opening handshake with a 400 (ASGI's WebSocket denial response)."""
+    body = f"bad WebSocket handshake: {why}".encode()
+    await send({"type": "websocket.http.response.start", "status": 400,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+def _report_failures(handshake: Handshake, stream: GuardedStream) -> None:
+    """Have the WebSocket connection this handshake makes send the close frames wsproto asks for.
+
+    Done on the handshake, before the 101 is written: a frame read right
+    after it already meets the wrapped connection.
+    """
+    accept = handshake.accept
+
+    def accept_reporting(subprotocol: str | None, additional_headers: Any) -> Any:
+        status, headers, connection = accept(subprotocol, additional_headers)
+        return status, headers, _ClosingWithReason(connection, stream)
+
+    handshake.accept = accept_reporting  # type: ignore[method-assign]
+
+
+class _ClosingWithReason:
+    """A wsproto connection that sends the close frame for a failure it reports.
+
+    wsproto turns a protocol violation into a ``CloseConnection`` event with
+    the code to send (1002, 1007) while its state is still open; hypercorn
+    takes it for the peer's close and drops the socket without answering.
+    This sends that close frame (committed to the stream, it goes out
+    before the FIN) so the peer learns why.
+    """
+
+    def __init__(self, connection: WebSocketProtocol, stream: GuardedStream) -> None:
+        self._connection = connection
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    def send(self, event: WebSocketEvent) -> bytes:
+        data = self._connection.send(event)
+        if isinstance(event, CloseConnection):
+            self._stream.closing()  # hypercorn's close: no fast-lane frame may follow it
+        return data
+
+    def events(self) -> Iterator[WebSocketEvent]:
+        for event in self._connection.events():
+            if isinstance(event, CloseConnection) and self._connection.state is WebSocketState.OPEN:
+                self._stream.write_close(self._connection.send(CloseConnection(code=event.code)))
+            yield event
