@@ -79,7 +79,7 @@ __all__ = [
 #: What this module uses of hypercorn that is not its public API: for each
 #: class, the attributes it reads or the parameters it passes, by name.
 REQUIRED: dict[type, tuple[str, ...]] = {
-    TCPServer: ("__init__(app, config, context, state, stream)", "run()", "protocol_send(event)"),
+    TCPServer: ("__init__(app, config, context, state, stream)", "run()", "protocol_send(event)", "_read_data()"),
     ProtocolWrapper: ("__init__(app, config, context, task_group, state, ssl, client, server, send, alpn_protocol)",),
     H11Protocol: ("__init__(app, config, context, task_group, connection_state, ssl, client, server, send)",),
     H11WSConnection: ("__init__(h11_connection)",),
@@ -201,6 +201,8 @@ class ConnectionServer(TCPServer):
         #: The application's WebSocket handler, cancelled when hypercorn ends the
         #: handshake without telling it (hypercorn sends no disconnect after its own 400).
         self._app_scope = trio.CancelScope()
+        #: Set once a refusal of the handshake has gone out whole, or the connection ended.
+        self._refusal_sent = trio.Event()
 
     # ------------------------------------------------------------ a look inside
 
@@ -227,11 +229,11 @@ class ConnectionServer(TCPServer):
         return protocol is not None and protocol.stream is None
 
     def _handshake_answered(self) -> bool:
-        """The upgrade request has already had an answer that was not a ``101``."""
+        """The upgrade request has had (or is having) an answer that is not a ``101``."""
         protocol = self._h11()
         if protocol is None or not isinstance(protocol.connection, H11WSConnection):
             return False
-        return protocol.connection.h11_connection.our_state is not h11.SEND_RESPONSE
+        return protocol.connection.h11_connection.our_state not in (h11.SEND_RESPONSE, h11.SWITCHED_PROTOCOL)
 
     # ------------------------------------------------------------ hooks
 
@@ -249,6 +251,13 @@ class ConnectionServer(TCPServer):
             # promise, and end the handler hypercorn will never send a disconnect to.
             self.guarded.close_after_writes()
             self._app_scope.cancel()
+            self._refusal_sent.set()
+
+    async def _read_data(self) -> None:
+        try:
+            await super()._read_data()
+        finally:
+            self._refusal_sent.set()  # the connection is over: nothing is coming any more
 
     async def _serve_app(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
                          send: Callable[[Any], Awaitable[None]], sync_spawn: Callable[..., Any],
@@ -264,11 +273,24 @@ class ConnectionServer(TCPServer):
                 return
             await self.worker.app(scope, receive, send)
         elif scope["type"] == "websocket":
-            if not _valid_key(scope.get("headers", ())):
-                await _refuse_websocket(send, "Sec-WebSocket-Key must be 16 bytes in base64")
-                return
-            with self._app_scope:
-                await self.worker.app(scope, receive, partial(self._send_websocket, send))
+            try:
+                if self._handshake_answered():
+                    pass  # hypercorn refused it already (bytes came before the 101): nothing to serve
+                elif not _valid_key(scope.get("headers", ())):
+                    self._refused = True
+                    try:
+                        await _refuse_websocket(send, "Sec-WebSocket-Key must be 16 bytes in base64")
+                    except h11.LocalProtocolError:
+                        pass  # hypercorn began its own 400 in between (bytes before the 101)
+                else:
+                    with self._app_scope:
+                        await self.worker.app(scope, receive, partial(self._send_websocket, send))
+            finally:
+                if self._refused or self._handshake_answered():
+                    # Return only once the refusal is out whole: hypercorn answers an app that
+                    # ends mid-handshake with a 500, which h11 cannot send after a 400 began.
+                    with trio.CancelScope(shield=True):
+                        await self._refusal_sent.wait()
         else:
             await self.worker.app(scope, receive, send)
 

@@ -102,11 +102,8 @@ class ConnectionGuard:
     def contain(self, stream: GuardedStream, peer: str, failure: BaseException) -> None:
         """A connection's protocol handling failed: log it once, count it, reset that connection."""
         self.protocol_errors += 1
-        leaf = failure
-        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-            leaf = leaf.exceptions[0]
-        log.warning("dropped the connection of %s: its protocol handling failed (%s: %s)",
-                    peer, type(leaf).__name__, leaf)
+        log.warning("dropped the connection of %s: its protocol handling failed (%s)",
+                    peer, "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(failure)))
         log.debug("the failure in the connection of %s", peer, exc_info=failure)
         stream.cut("protocol handling failed")
 
@@ -167,6 +164,13 @@ class ConnectionGuard:
         while True:
             await trio.sleep(self.period)
             self.sweep()
+
+
+def _leaves(failure: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or the exception itself."""
+    if isinstance(failure, BaseExceptionGroup):
+        return [leaf for inner in failure.exceptions for leaf in _leaves(inner)]
+    return [failure]
 
 
 def _peer(stream: trio.SocketStream) -> str:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from tests.reliability.clients import Listener
 from tests.reliability.daemon_process import DaemonProcess
+from tests.wire.conftest import problems_logged
 from tests.wire.exchange import Reply, client_frame, exchange, upgrade
 
 pytestmark = pytest.mark.e2e
@@ -67,22 +68,25 @@ def well_formed(reply: Reply) -> bool:
     return len(reply.data) >= 9 and reply.data[3] == 0x04  # HTTP/2: the server's SETTINGS first
 
 
-def fuzz(port: int, examples: int, derandomize: bool) -> None:
+def fuzz(daemon: DaemonProcess, examples: int, derandomize: bool) -> None:
     @settings(max_examples=examples, deadline=None, derandomize=derandomize, database=None,
               suppress_health_check=list(HealthCheck))
     @given(first_packets())
     def the_answer_is_well_formed(packets: tuple[list[bytes], bool]) -> None:
         chunks, reset = packets
-        reply = exchange(port, chunks, reset=reset, quiet=0.2, total=3.0)
+        logged = len(daemon.log_entries())
+        reply = exchange(daemon.port, chunks, reset=reset, quiet=0.2, total=3.0)
         assert well_formed(reply), reply.data[:200]
+        # A failure logged after this example's connection is gone is caught by the next one, or by `unharmed`.
+        assert not problems_logged(daemon, logged)
 
     the_answer_is_well_formed()
 
 
 async def test_fuzz_the_first_packets(daemon: DaemonProcess, unharmed: Listener) -> None:
-    await trio.to_thread.run_sync(fuzz, daemon.port, 40, True)
+    await trio.to_thread.run_sync(fuzz, daemon, 40, True)
 
 
 @pytest.mark.slow
 async def test_fuzz_the_first_packets_long(daemon: DaemonProcess, unharmed: Listener) -> None:
-    await trio.to_thread.run_sync(fuzz, daemon.port, 2000, False)
+    await trio.to_thread.run_sync(fuzz, daemon, 2000, False)
