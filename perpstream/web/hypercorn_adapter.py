@@ -58,6 +58,7 @@ import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.events import RawData
+from hypercorn.protocol.events import Body, EndBody, Response
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol, H11WSConnection
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
@@ -97,7 +98,7 @@ INSTANCE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "ProtocolWrapper": ("protocol",),
     "H11Protocol": ("stream", "connection"),
     "H11WSConnection": ("h11_connection",),
-    "WSStream": ("state", "handshake", "closed", "connection"),
+    "WSStream": ("state", "handshake", "closed", "connection", "send", "stream_id"),
     "Handshake": ("extensions",),
     "WorkerContext": ("terminated",),
 }
@@ -278,10 +279,7 @@ class ConnectionServer(TCPServer):
                     pass  # hypercorn refused it already (bytes came before the 101): nothing to serve
                 elif not _valid_key(scope.get("headers", ())):
                     self._refused = True
-                    try:
-                        await _refuse_websocket(send, "Sec-WebSocket-Key must be 16 bytes in base64")
-                    except h11.LocalProtocolError:
-                        pass  # hypercorn began its own 400 in between (bytes before the 101)
+                    await self._refuse_handshake("Sec-WebSocket-Key must be 16 bytes in base64")
                 else:
                     with self._app_scope:
                         await self.worker.app(scope, receive, partial(self._send_websocket, send))
@@ -293,6 +291,24 @@ class ConnectionServer(TCPServer):
                         await self._refusal_sent.wait()
         else:
             await self.worker.app(scope, receive, send)
+
+    async def _refuse_handshake(self, why: str) -> None:
+        """Answer the upgrade request with a 400, as hypercorn answers one it finds invalid.
+
+        The stream is marked closed first, in the same step as the check that
+        nothing was answered yet: hypercorn then ignores bytes that arrive
+        before the 101 instead of starting a 400 of its own in the middle of
+        this one (two answers to one request break h11).
+        """
+        ws = self.websocket()
+        assert ws is not None
+        ws.closed = True
+        body = f"bad WebSocket handshake: {why}".encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        await ws.send(Response(stream_id=ws.stream_id, status_code=400, headers=headers))
+        await ws.send(Body(stream_id=ws.stream_id, data=body))
+        await ws.send(EndBody(stream_id=ws.stream_id))
 
     async def _send_websocket(self, send: Callable[[Any], Awaitable[None]], message: Any) -> None:
         """What the application sends on a WebSocket, on its way to hypercorn."""
@@ -331,15 +347,6 @@ async def _refuse_http(send: Callable[[Any], Awaitable[None]], why: str) -> None
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _refuse_websocket(send: Callable[[Any], Awaitable[None]], why: str) -> None:
-    """Refuse an opening handshake with a 400 (ASGI's WebSocket denial response)."""
-    body = f"bad WebSocket handshake: {why}".encode()
-    await send({"type": "websocket.http.response.start", "status": 400,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def _report_failures(handshake: Handshake, stream: GuardedStream) -> None:
