@@ -58,7 +58,7 @@ import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.events import RawData
-from hypercorn.protocol.events import Body, EndBody, Response
+from hypercorn.protocol.events import Body, Data, EndBody, Response
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol, H11WSConnection
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
@@ -85,7 +85,7 @@ REQUIRED: dict[type, tuple[str, ...]] = {
     H11Protocol: ("__init__(app, config, context, task_group, connection_state, ssl, client, server, send)",),
     H11WSConnection: ("__init__(h11_connection)",),
     WSStream: ("__init__(app, config, context, task_group, ssl, client, server, send, stream_id)",
-               "_accept(message)", "_handle_events()"),
+               "_accept(message)", "_handle_events()", "handle(event)"),
     Handshake: ("__init__(headers, http_version)", "accept(subprotocol, additional_headers)"),
     Lifespan: ("__init__(app, config, state)", "handle_lifespan(task_status)", "wait_for_startup()",
                "wait_for_shutdown()"),
@@ -199,6 +199,7 @@ class ConnectionServer(TCPServer):
         self.worker = worker
         self.guarded = stream
         self._refused = False
+        self._early_bytes = False  # bytes came before the 101, while the app was answering
         #: The application's WebSocket handler, cancelled when hypercorn ends the
         #: handshake without telling it (hypercorn sends no disconnect after its own 400).
         self._app_scope = trio.CancelScope()
@@ -281,6 +282,7 @@ class ConnectionServer(TCPServer):
                     self._refused = True
                     await self._refuse_handshake("Sec-WebSocket-Key must be 16 bytes in base64")
                 else:
+                    self._hold_early_bytes()
                     with self._app_scope:
                         await self.worker.app(scope, receive, partial(self._send_websocket, send))
             finally:
@@ -314,22 +316,50 @@ class ConnectionServer(TCPServer):
         """What the application sends on a WebSocket, on its way to hypercorn."""
         if self._refused:
             return  # as hypercorn drops what an app sends after a close
-        if message["type"] != "websocket.accept":
-            await send(message)
-            return
-        if self._handshake_answered():
+        ws = self.websocket()
+        answering = ws is not None and ws.state is ASGIWebsocketState.HANDSHAKE
+        if answering and self._handshake_answered():
+            # Hypercorn answered already (bytes came before the 101): the app's answer cannot follow.
             self._refused = True
             self._app_scope.cancel()
             return
-        ws = self.websocket()
+        if message["type"] != "websocket.accept" or ws is None:
+            await send(message)
+            return
+        if self._early_bytes:
+            self._refused = True
+            with trio.CancelScope(shield=True):
+                await self._refuse_handshake("bytes sent before the 101 (RFC 6455 section 4.1)")
+            return
         protocol = self._h11()
-        if ws is not None and protocol is not None and isinstance(protocol.connection, H11WSConnection):
+        if protocol is not None and isinstance(protocol.connection, H11WSConnection):
             # An HTTP/1.1 upgrade: the socket is ours (HTTP/2 WebSockets stay hypercorn's).
             if not self.worker.compression:
                 ws.handshake.extensions = None
             _report_failures(ws.handshake, self.guarded)
         await send(message)
 
+    def _hold_early_bytes(self) -> None:
+        """Keep hypercorn from answering bytes that come before the 101 while the app answers.
+
+        Hypercorn answers such bytes with a 400 from the reading task while
+        the application may be answering the same request from its own (an
+        accept, a 404): two answers to one request break h11. From the
+        moment the application runs, early bytes are only noted here; the
+        application's refusal goes out as it is, and its accept becomes a 400.
+        """
+        ws = self.websocket()
+        if ws is None:
+            return
+        handle = ws.handle
+
+        async def handle_after_the_handshake(event: Any) -> None:
+            if isinstance(event, (Body, Data)) and not ws.handshake.accepted:
+                self._early_bytes = True
+                return
+            await handle(event)
+
+        ws.handle = handle_after_the_handshake  # type: ignore[method-assign]
 
 def _valid_key(headers: Any) -> bool:
     keys = [value for name, value in headers if name.lower() == b"sec-websocket-key"]

@@ -12,6 +12,11 @@ nothing: it hands already-framed bytes to the kernel with one non-blocking
 ``write``. If the kernel takes only part, the rest waits in the backlog and
 is sent before anything else, by whichever writer comes next.
 
+The fast lane writes WebSocket frames only between the handshake's 101
+(the server says which write is the 101: :meth:`expect_upgrade`) and the
+close frame, whichever path sends it (:meth:`write_close`, :meth:`closing`):
+no frame ahead of the handshake, none after a close (RFC 6455 §5.5.1).
+
 Stuck sends and silent peers can be cut from outside (:meth:`cut`); see
 :mod:`perpstream.web.server`.
 """
