@@ -41,6 +41,10 @@ What a connection gets from the adapter, beyond hypercorn itself:
   server's nursery, took the whole daemon down. The accept is now dropped
   (the application's later sends too, as hypercorn drops sends after a
   close) and the socket is closed once the answer is written.
+- One answer per upgrade request. Hypercorn answers bytes that come before
+  the 101 from its reading task, the application answers from its own;
+  once the application runs, early bytes are only noted
+  (:meth:`ConnectionServer._hold_early_bytes`) and its accept becomes a 400.
 """
 
 from __future__ import annotations

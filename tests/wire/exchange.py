@@ -17,10 +17,11 @@ from collections.abc import Sequence
 
 import attrs
 
-#: A well-formed opening handshake (RFC 6455 §4.1, the RFC's own sample nonce) for ``path``.
 def upgrade(path: str = "/api/v1/ws/prices/btc-usdc-perp", *, host: str = "127.0.0.1",
             version: bytes = b"13", key: bytes | None = b"dGhlIHNhbXBsZSBub25jZQ==",
             extra: bytes = b"") -> bytes:
+    """An opening handshake (RFC 6455 §4.1, with the RFC's own sample nonce) for ``path``;
+    ``version``, ``key`` (None: no key header) and ``extra`` header lines break it on purpose."""
     lines = [f"GET {path} HTTP/1.1".encode(), b"Host: " + host.encode(), b"Upgrade: websocket",
              b"Connection: Upgrade", b"Sec-WebSocket-Version: " + version]
     if key is not None:
