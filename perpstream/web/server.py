@@ -25,6 +25,14 @@ clients was about 400 ms with the burst, about 150 ms without). Closing the
 socket wakes the blocked ``send_all`` with an error; hypercorn then reports
 ``websocket.disconnect`` to the application, which ends the connection's
 handler and frees its buffers.
+
+Nothing that goes wrong inside one connection leaves it: whatever its
+protocol handling raises (hypercorn and h11 have let errors out for
+bytes a client sent too early) is logged once with the peer at WARNING,
+counted in :attr:`ConnectionGuard.protocol_errors`, and that connection is
+reset; the server and every other connection carry on. What is used of
+hypercorn beyond its public API lives in
+:mod:`perpstream.web.hypercorn_adapter`.
 """
 
 from __future__ import annotations
@@ -35,16 +43,9 @@ from functools import partial
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.protocol import ws_stream
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
-from hypercorn.utils import wrap_app
 
+from perpstream.web import hypercorn_adapter
+from perpstream.web.hypercorn_adapter import ConnectionServer, Worker
 from perpstream.web.stream import GuardedStream
 
 __all__ = ["ConnectionGuard", "serve"]
@@ -69,11 +70,13 @@ class ConnectionGuard:
         #: How often the guard sweeps: a quarter of the shortest timeout, at most a second.
         timeouts = [send_timeout] if idle_timeout is None else [send_timeout, idle_timeout]
         self.period = min(1.0, *(timeout / 4 for timeout in timeouts))
-        self.streams: dict[GuardedStream, TCPServer | None] = {}
-        self.by_peer: dict[tuple[str, int], GuardedStream] = {}
+        #: Every open stream, with hypercorn's server of its connection once it has one.
+        self.streams: dict[GuardedStream, ConnectionServer | None] = {}
         self.cut_slow = 0
         self.cut_idle = 0
         self.pings_sent = 0
+        #: Connections dropped because their protocol handling failed (a counter).
+        self.protocol_errors = 0
         self._wrapped = 0
 
     def wrap(self, stream: trio.SocketStream) -> GuardedStream:
@@ -85,22 +88,24 @@ class ConnectionGuard:
             self._wrapped += 1
             guarded.ping_due = trio.current_time() + self.ping_interval * ((self._wrapped * _GOLDEN) % 1.0)
         self.streams[guarded] = None
-        try:
-            self.by_peer[_peer(stream)] = guarded
-        except OSError:
-            pass  # the peer is already gone
         return guarded
 
     def release(self, stream: GuardedStream) -> None:
+        """Forget a closed stream: one dict removal, whatever the number of connections."""
         self.streams.pop(stream, None)
-        for peer, known in list(self.by_peer.items()):
-            if known is stream:
-                del self.by_peer[peer]
-                break
 
-    def stream_of(self, client: tuple[str, int] | None) -> GuardedStream | None:
-        """The stream of the connection whose peer is ``client`` (an ASGI scope's ``client``)."""
-        return None if client is None else self.by_peer.get((client[0], client[1]))
+    @staticmethod
+    def stream_of(client: Any) -> GuardedStream | None:
+        """The stream of the connection whose ASGI scope has this ``client``, once it is a WebSocket."""
+        return hypercorn_adapter.stream_of(client)
+
+    def contain(self, stream: GuardedStream, peer: str, failure: BaseException) -> None:
+        """A connection's protocol handling failed: log it once, count it, reset that connection."""
+        self.protocol_errors += 1
+        log.warning("dropped the connection of %s: its protocol handling failed (%s)",
+                    peer, "; ".join(f"{type(e).__name__}: {e}" for e in _leaves(failure)))
+        log.debug("the failure in the connection of %s", peer, exc_info=failure)
+        stream.cut("protocol handling failed")
 
     def close_idle_keep_alives(self) -> int:
         """At shutdown: close HTTP connections waiting for their next request.
@@ -111,8 +116,7 @@ class ConnectionGuard:
         """
         closed = 0
         for stream, server in list(self.streams.items()):
-            protocol = getattr(getattr(server, "protocol", None), "protocol", None)
-            if isinstance(protocol, H11Protocol) and protocol.stream is None:
+            if server is not None and server.waiting_for_request:
                 stream.cut("server shutting down", abort=False)
                 closed += 1
         return closed
@@ -142,20 +146,15 @@ class ConnectionGuard:
             elif self.ping_interval is not None and stream.ping_due <= now:
                 self._ping(stream, server, now + self.ping_interval)
 
-    def _ping(self, stream: GuardedStream, server: TCPServer | None, next_due: float) -> None:
+    def _ping(self, stream: GuardedStream, server: ConnectionServer | None, next_due: float) -> None:
         """Ping an open WebSocket, between whole frames.
 
         The stream's fast lane keeps the ping between whole frames without
         waiting; a connection busy sending (the send timeout watches it), or
-        not yet upgraded, is tried again on the next sweep.
+        not yet upgraded (no ping may go out ahead of the 101), is tried
+        again on the next sweep.
         """
-        protocol = getattr(getattr(server, "protocol", None), "protocol", None)
-        ws = getattr(protocol, "stream", None)
-        if server is None or not isinstance(ws, WSStream) or ws.state is not ASGIWebsocketState.CONNECTED:
-            return
-        # hypercorn marks the stream CONNECTED before it writes the 101
-        # response; a ping must never go out ahead of the handshake.
-        if not stream.upgraded or stream.busy:
+        if server is None or not server.websocket_open or stream.busy:
             return
         if stream.try_write(PING_FRAME):
             stream.ping_due = next_due
@@ -167,30 +166,19 @@ class ConnectionGuard:
             self.sweep()
 
 
-def _peer(stream: trio.SocketStream) -> tuple[str, int]:
-    address = stream.socket.getpeername()
-    return (str(address[0]), int(address[1]))
+def _leaves(failure: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or the exception itself."""
+    if isinstance(failure, BaseExceptionGroup):
+        return [leaf for inner in failure.exceptions for leaf in _leaves(inner)]
+    return [failure]
 
 
-class _HandshakeWithoutExtensions(ws_stream.Handshake):
-    """A WebSocket handshake that declines every extension (permessage-deflate).
-
-    Compressing a fan-out costs one deflate per message per client, and each
-    compressing connection keeps its own zlib state (over 100 KB): for small
-    JSON frames to thousands of clients the saving in bytes is not worth it.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.extensions = None
-
-
-def set_compression(enabled: bool) -> None:
-    """Whether WebSocket handshakes accept permessage-deflate (hypercorn always would)."""
-    ws_stream.Handshake = _ORIGINAL_HANDSHAKE if enabled else _HandshakeWithoutExtensions  # type: ignore[misc]
-
-
-_ORIGINAL_HANDSHAKE = ws_stream.Handshake
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "a peer already gone"
+    return f"{host}:{port}"
 
 
 async def serve(
@@ -208,33 +196,30 @@ async def serve(
 
     The same life cycle as ``hypercorn.trio.serve`` (ASGI lifespan, graceful
     timeout on shutdown), with each accepted socket wrapped for ``guard``.
+    ``compression``: whether WebSocket handshakes accept permessage-deflate.
+    Compressing a fan-out costs one deflate per message per client, and each
+    compressing connection keeps its own zlib state (over 100 KB): for small
+    JSON frames to thousands of clients the saving in bytes is not worth it.
     ``task_status.started`` receives the bound (host, port) pairs, so a
     caller that asked for port 0 learns the real one.
     """
-    set_compression(compression)
-    config = HypercornConfig()
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.websocket_ping_interval = None  # the guard pings (see the module doc)
-    config.websocket_max_message_size = max_message_bytes
-    config.graceful_timeout = 5.0
-    wrapped = wrap_app(app, config.wsgi_max_body_size, None)
-    lifespan_state: dict[str, Any] = {}
-    lifespan = Lifespan(wrapped, config, lifespan_state)
-    context = WorkerContext(None)
+    worker = Worker(app, max_message_bytes=max_message_bytes, compression=compression)
 
     async def handle(stream: trio.SocketStream) -> None:
+        peer = _peer(stream)
         guarded = guard.wrap(stream)
-        server = TCPServer(wrapped, config, context, ConnectionState(lifespan_state.copy()), guarded)  # type: ignore[arg-type]
+        server = worker.connection(guarded)
         guard.streams[guarded] = server
         try:
             await server.run()
+        except* Exception as failure:
+            guard.contain(guarded, peer, failure)
         finally:
             guard.release(guarded)
 
     async with trio.open_nursery() as lifespan_nursery:
-        await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
+        await lifespan_nursery.start(worker.lifespan.handle_lifespan)
+        await worker.lifespan.wait_for_startup()
         # The guard outlives the accept loop: during the graceful timeout a
         # shielded send can still be stuck, and only the guard can cut it.
         lifespan_nursery.start_soon(guard.run)
@@ -249,8 +234,8 @@ async def serve(
                 await shutdown_trigger()
                 accept_nursery.cancel_scope.cancel()
             # No new connections; give open ones the graceful timeout to finish.
-            await context.terminated.set()
+            await worker.terminate()
             guard.close_idle_keep_alives()
-            server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-        await lifespan.wait_for_shutdown()
+            server_nursery.cancel_scope.deadline = trio.current_time() + worker.graceful_timeout
+        await worker.lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()

@@ -16,6 +16,7 @@ from quart_trio import QuartTrio
 from trio_websocket import open_websocket_url
 
 from perpstream.web.server import ConnectionGuard, serve
+from perpstream.web.stream import GuardedStream
 
 pytestmark = pytest.mark.e2e
 
@@ -193,3 +194,55 @@ async def test_pings_are_spread_over_the_interval_not_sent_in_one_burst() -> Non
             assert 2 * clients <= sum(guard.rounds) <= 4 * clients, guard.rounds
             assert max(guard.rounds) <= clients // 2, guard.rounds
         shutdown.set()
+
+
+class _FailingStream(GuardedStream):
+    """A stream whose protocol handling fails when the peer sends ``BOOM``: any bug below the app."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await super().receive_some(max_bytes)
+        if data.startswith(b"BOOM"):
+            raise RuntimeError("a failure inside the connection's protocol handling")
+        return data
+
+
+class _FaultyGuard(ConnectionGuard):
+    def wrap(self, stream: trio.SocketStream) -> GuardedStream:
+        guarded = super().wrap(stream)
+        failing = _FailingStream(stream)
+        del self.streams[guarded]
+        self.streams[failing] = None
+        return failing
+
+
+async def test_a_failure_inside_one_connection_stays_in_it(caplog: pytest.LogCaptureFixture) -> None:
+    guard = _FaultyGuard(send_timeout=5.0, idle_timeout=None)
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        port = await _serve_on_loopback(nursery, _flood_app([]), guard, shutdown)
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/echo") as bystander:
+            for _ in range(3):
+                with trio.fail_after(5):
+                    failing = await trio.open_tcp_stream("127.0.0.1", port)
+                    peer = "%s:%d" % failing.socket.getsockname()[:2]
+                    await failing.send_all(b"BOOM")
+                    assert await failing.receive_some(100) == b""  # the server closed it
+                await failing.aclose()
+                assert any(peer in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+            await bystander.send_message("still here")
+            assert await bystander.get_message() == "still here"
+        assert guard.protocol_errors == 3
+        assert len([r for r in caplog.records if "protocol handling failed" in r.getMessage()]) == 3
+        shutdown.set()
+
+
+async def test_release_forgets_a_stream_without_looking_at_the_others() -> None:
+    guard = ConnectionGuard(send_timeout=5.0, idle_timeout=None)
+    pairs = [socket.socketpair() for _ in range(3)]
+    streams = [guard.wrap(trio.SocketStream(trio.socket.from_stdlib_socket(a))) for a, _ in pairs]
+    guard.release(streams[1])
+    assert list(guard.streams) == [streams[0], streams[2]]
+    guard.release(streams[1])  # twice is harmless
+    for a, b in pairs:
+        a.close()
+        b.close()
