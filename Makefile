@@ -32,7 +32,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/liquidation_index.py
 	$(BIN)/python bench/indexer_catchup.py
 	$(BIN)/python bench/conn_memory.py
+	$(BIN)/python bench/mass_disconnect.py
 	$(BIN)/python bench/abuse_limits.py
+	$(BIN)/python bench/oracle_fidelity.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
