@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test check bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -24,6 +24,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Quality gates: lint, and types (the actor runtime strictly).
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict actors
+	$(BIN)/mypy perpstream
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

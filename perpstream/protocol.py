@@ -1,6 +1,6 @@
 """The wire protocol (v1): message classes and their JSON encoding.
 
-Field names here are the public contract of ``protocol.md``; add fields,
+Field names here are the public contract of ``docs/websocket.md``; add fields,
 never rename them. Every decimal quantity goes out as a JSON string in plain
 notation, counts and timestamps as integers.
 
@@ -46,7 +46,7 @@ class Channel(str, Enum):
 
 
 class CloseCode:
-    """WebSocket close codes the server uses (protocol.md)."""
+    """WebSocket close codes the server uses (docs/websocket.md, "Close codes")."""
 
     NORMAL: Final = 1000
     GOING_AWAY: Final = 1001

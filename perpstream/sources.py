@@ -147,10 +147,10 @@ def _chain_children(
         children += [
             ChildSpec("demo-trader", lambda: DemoTraderActor(
                 node, signed, markets=markets, seed=demo.seed, interval_s=demo.trade_interval_ms / 1000,
-                max_leverage=max_leverage), restart=Restart.PERMANENT),
-            ChildSpec("demo-liquidator", lambda: DemoLiquidatorActor(node, signed, event_buffer=config.ws.event_buffer)),
+                max_leverage=max_leverage, clock=clock), restart=Restart.PERMANENT),
+            ChildSpec("demo-liquidator", lambda: DemoLiquidatorActor(node, signed, clock=clock)),
             ChildSpec("funding-keeper", lambda: FundingKeeperActor(
-                node, markets=markets, interval_s=demo.funding_interval_ms / 1000, clock=clock.now)),
+                node, markets=markets, interval_s=demo.funding_interval_ms / 1000, clock=clock)),
         ]
     return children
 
@@ -166,7 +166,7 @@ async def open_sources(config: Config, clock: WallClock, *, given: Sources | Non
         stack.enter_context(hold_data_dir(path.parent))
         if config.chain.source == "embedded":
             for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
+                Path(f"{path}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 (once, at start-up, before serving)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=config.chain.rpc_timeout_s))
         store = IndexerStore(path)
         stack.callback(store.close)

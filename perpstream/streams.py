@@ -2,7 +2,7 @@
 
 One place decides what a valid market id or address is, so the WebSocket
 paths, the multiplexed subscribe messages and the REST routes refuse bad
-input the same way, with the close code protocol.md gives.
+input the same way, with the close code docs/websocket.md gives.
 """
 
 from __future__ import annotations

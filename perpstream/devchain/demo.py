@@ -196,8 +196,9 @@ class DemoTrader:
 class DemoLiquidator:
     """Liquidates the positions the service reports as liquidatable.
 
-    Candidates come from ``candidates`` (an async iterable of position ids,
-    e.g. fed by the service's liquidation stream) or through
+    Candidates come from ``candidates`` (an async iterable of position ids
+    with the signed update they were judged at, e.g. the service's live
+    liquidation events) or through
     :meth:`liquidate`. Each is sent with its market's newest signed update;
     the contract decides at that price. A candidate the chain refuses —
     already closed or liquidated, or not liquidatable at the oracle's
@@ -209,7 +210,7 @@ class DemoLiquidator:
         chain: DevChain,
         quote: QuoteSource,
         *,
-        candidates: AsyncIterable[str] | None = None,
+        candidates: AsyncIterable[tuple[str, tuple[bytes, ...]]] | None = None,
         account: str | None = None,
     ) -> None:
         self._chain = chain
@@ -225,19 +226,25 @@ class DemoLiquidator:
         if self._candidates is None:
             raise ValueError("DemoLiquidator.run needs a candidates iterable")
         task_status.started()
-        async for position_id in self._candidates:
-            await self.liquidate(position_id)
+        async for position_id, update_data in self._candidates:
+            await self.liquidate(position_id, update_data=update_data)
 
-    async def liquidate(self, position_id: str) -> bool:
-        """Try to liquidate one position; True when the chain accepted it."""
+    async def liquidate(self, position_id: str, *, update_data: tuple[bytes, ...] = ()) -> bool:
+        """Try to liquidate one position; True when the chain accepted it.
+
+        ``update_data``: the signed price the candidate was judged at; without
+        it, the market's newest quote.
+        """
         position = await self._chain.position(position_id)
         if position is None:
             return False
-        quote = self._quote(position.market_id)
-        if quote is None:
-            return False
+        if not update_data:
+            quote = self._quote(position.market_id)
+            if quote is None:
+                return False
+            update_data = quote.update_data
         try:
-            await self._chain.liquidate(self._account, position_id, update_data=quote.update_data)
+            await self._chain.liquidate(self._account, position_id, update_data=update_data)
         except TransactionReverted as exc:
             self.refused += 1
             self.refusals[str(exc).removeprefix("liquidate: ").removeprefix("execution reverted: ")] += 1

@@ -45,7 +45,7 @@ class DeploymentError(Exception):
 
 @attrs.frozen
 class MarketRisk:
-    """A market's risk parameters as the contract takes them (see domain.md)."""
+    """A market's risk parameters as the contract takes them (see docs/domain.md)."""
 
     maintenance_margin_ratio: Decimal = Decimal("0.005")
     liquidation_fee_ratio: Decimal = Decimal("0.005")
@@ -108,7 +108,7 @@ def deploy_exchange(
     address, block = _create(
         w3, factory.constructor(oracle_address, max_price_age_s, default_risk.as_abi()), deployer
     )
-    exchange = w3.eth.contract(address=address, abi=exchange_artifact.abi)
+    exchange = w3.eth.contract(address=address, abi=exchange_artifact.abi)  # type: ignore[call-overload]
     for market_id, feed_id in feeds.items():
         _transact(w3, exchange.functions.setMarketFeed(market_id_to_bytes32(market_id), bytes.fromhex(feed_id)),
                   deployer)
@@ -133,7 +133,7 @@ def _transact(w3: Web3, call: ContractFunction, deployer: str) -> None:
 
 
 def _wait(w3: Web3, tx_hash: bytes, what: str) -> Any:
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)  # type: ignore[arg-type]
     if receipt["status"] != 1:
         raise DeploymentError(f"{what}: transaction 0x{bytes(tx_hash).hex()} reverted")
     return receipt

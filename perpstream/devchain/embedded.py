@@ -213,8 +213,8 @@ class DevChain:
     def __init__(self, w3: Web3, deployment: Deployment, accounts: Sequence[str], publisher: DemoPublisher) -> None:
         self._w3 = w3
         self.deployment = deployment
-        self._contract = w3.eth.contract(address=deployment.exchange_address, abi=load_artifact(CONTRACT_NAME).abi)
-        self._oracle = w3.eth.contract(
+        self._contract = w3.eth.contract(address=deployment.exchange_address, abi=load_artifact(CONTRACT_NAME).abi)  # type: ignore[call-overload]
+        self._oracle = w3.eth.contract(  # type: ignore[call-overload]
             address=deployment.oracle_address, abi=load_artifact(ORACLE_CONTRACT_NAME).abi
         )
         self._publisher = publisher
@@ -487,24 +487,24 @@ class DevChain:
         return await self._run(lambda: int(self._w3.eth.block_number))
 
     async def mine(self, blocks: int = 1) -> None:
-        await self._run(lambda: self._w3.testing.mine(blocks))
+        await self._run(lambda: self._w3.testing.mine(blocks))  # type: ignore[attr-defined]
 
     async def advance_time(self, seconds: int) -> None:
         """Mine one block ``seconds`` after the head's timestamp (prices age on chain)."""
 
         def travel() -> None:
             head = int(self._w3.eth.get_block("latest")["timestamp"])
-            self._w3.testing.timeTravel(head + seconds)
+            self._w3.testing.timeTravel(head + seconds)  # type: ignore[attr-defined]
 
         await self._run(travel)
 
     async def snapshot(self) -> str:
         """Remember the current head; :meth:`revert` returns to it (the id is opaque)."""
-        return await self._run(lambda: str(self._w3.testing.snapshot()))
+        return await self._run(lambda: str(self._w3.testing.snapshot()))  # type: ignore[attr-defined]
 
     async def revert(self, snapshot_id: str) -> None:
         """Make the snapshot's block the head again, dropping every later block."""
-        await self._run(lambda: self._w3.testing.revert(snapshot_id))
+        await self._run(lambda: self._w3.testing.revert(snapshot_id))  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ helpers
 

@@ -6,13 +6,17 @@ advance as on a real chain; the demo actors send real transactions to it.
 They reach the node through a :class:`NodeHandle` filled by the dev chain
 actor, which is what a client's connection to a node is: the chain subtree
 restarts rest-for-one, so a restarted dev chain takes the indexer and the
-demo actors with it. Trader and liquidator transact with the newest update
-the :class:`~perpstream.devchain.SigningFeed` signed for the market.
+demo actors with it. The bots read the markets through the typed
+:class:`~perpstream.services.queries.MarketQueries`, never wire JSON. The
+trader transacts with the newest update the
+:class:`~perpstream.devchain.SigningFeed` signed for the market; the
+liquidator acts on the markets' live ``liquidatable`` events, each with the
+signed update of the very price the verdict was reached at, so the contract
+judges what the service judged.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from decimal import Decimal
@@ -20,7 +24,7 @@ from decimal import Decimal
 import attrs
 import trio
 
-from actors import Actor, ActorContext, Policy
+from actors import Actor, ActorContext
 from perpstream.chain.units import round_to_wad
 from perpstream.devchain import (
     DemoLiquidator,
@@ -33,8 +37,8 @@ from perpstream.devchain import (
     QuoteSource,
     SignedPrices,
 )
-from perpstream.protocol import Channel, Frame
-from perpstream.streams import StreamKey
+from perpstream.clock import WallClock
+from perpstream.services.queries import MarketQueries, MarketUnavailable
 
 __all__ = [
     "DemoLiquidatorActor",
@@ -108,26 +112,21 @@ class DevChainActor(Actor):
         }
 
 
-def _latest_field(ctx: ActorContext, key: StreamKey, field: str) -> Decimal | None:
-    """A decimal field of a stream's newest snapshot, as any client would read it."""
-    frame: Frame | None = ctx.registry.topic(key.topic, policy=Policy.CONFLATE, capacity=1).latest
-    if frame is None:
-        return None
-    value = json.loads(frame.json()).get(field)
-    return None if value is None else Decimal(value)
-
-
-def _price_reader(ctx: ActorContext) -> Callable[[str], Decimal | None]:
+def _price_reader(queries: MarketQueries) -> Callable[[str], Decimal | None]:
+    """A market's newest fresh price as a wad-exact decimal (None: none, stale or restarting)."""
     def price(market_id: str) -> Decimal | None:
-        value = _latest_field(ctx, StreamKey(Channel.PRICES, market_id), "price")
+        try:
+            value = queries.price(market_id)
+        except MarketUnavailable:
+            return None
         return None if value is None else round_to_wad(value)
 
     return price
 
 
-def _quote_reader(ctx: ActorContext, chain: DevChain, signed: SignedPrices) -> QuoteSource:
-    """A market's price as the prices stream shows it, with the newest update signed for it."""
-    price_of = _price_reader(ctx)
+def _quote_reader(queries: MarketQueries, chain: DevChain, signed: SignedPrices) -> QuoteSource:
+    """A market's newest price, with the newest update signed for it."""
+    price_of = _price_reader(queries)
 
     def quote(market_id: str) -> Quote | None:
         price = price_of(market_id)
@@ -145,19 +144,21 @@ class DemoTraderActor(Actor):
     kind = "demo-trader"
 
     def __init__(self, node: NodeHandle, signed: SignedPrices, *, markets: Sequence[str], seed: int,
-                 interval_s: float, max_leverage: Decimal) -> None:
+                 interval_s: float, max_leverage: Decimal, clock: WallClock) -> None:
         self.node = node
         self.signed = signed
         self.markets = tuple(markets)
         self.seed = seed
         self.interval_s = interval_s
         self.max_leverage = max_leverage
+        self.clock = clock
         self.trader: DemoTrader | None = None
 
     async def setup(self, ctx: ActorContext) -> None:
         chain = self.node.get()
+        queries = MarketQueries.of(ctx.registry, self.clock.now_ms)
         self.trader = DemoTrader(
-            chain, self.markets, _quote_reader(ctx, chain, self.signed), seed=self.seed,
+            chain, self.markets, _quote_reader(queries, chain, self.signed), seed=self.seed,
             interval_s=(self.interval_s * 0.5, self.interval_s * 1.5), max_leverage=self.max_leverage,
         )
         ctx.nursery.start_soon(self.trader.run)
@@ -167,30 +168,35 @@ class DemoTraderActor(Actor):
 
 
 class DemoLiquidatorActor(Actor):
-    """Liquidates what the service's own liquidation stream calls liquidatable."""
+    """Liquidates the positions the markets announce as liquidatable, as a bot would.
+
+    It acts on each ``liquidatable`` liquidation event in the tick it is
+    published, with the event's own oracle update: the contract then judges
+    at the price the service judged at, so a refusal is a race (someone
+    moved the position or a newer price first), not a disagreement.
+    """
 
     kind = "demo-liquidator"
 
-    def __init__(self, node: NodeHandle, signed: SignedPrices, *, event_buffer: int) -> None:
+    def __init__(self, node: NodeHandle, signed: SignedPrices, *, clock: WallClock) -> None:
         self.node = node
         self.signed = signed
-        self.event_buffer = event_buffer
+        self.clock = clock
         self.liquidator: DemoLiquidator | None = None
 
     async def setup(self, ctx: ActorContext) -> None:
-        topic = ctx.registry.topic(StreamKey(Channel.LIQUIDATIONS).topic, policy=Policy.CONFLATE, capacity=1)
+        queries = MarketQueries.of(ctx.registry, self.clock.now_ms)
+        events = queries.liquidation_events.subscribe()
 
-        async def candidates() -> AsyncIterator[str]:
-            with topic.subscribe() as subscription:
+        async def candidates() -> AsyncIterator[tuple[str, tuple[bytes, ...]]]:
+            with events as subscription:
                 while True:
-                    delivery = await subscription.receive()
-                    alert = json.loads(delivery.item.json())
-                    for candidate in alert["candidates"]:
-                        if candidate["liquidatable"]:
-                            yield candidate["position_id"]
+                    event = (await subscription.receive()).item
+                    if event.kind == "liquidatable":
+                        yield event.position_id, tuple(bytes.fromhex(h.removeprefix("0x")) for h in event.update_data)
 
         chain = self.node.get()
-        self.liquidator = DemoLiquidator(chain, _quote_reader(ctx, chain, self.signed), candidates=candidates())
+        self.liquidator = DemoLiquidator(chain, _quote_reader(queries, chain, self.signed), candidates=candidates())
         ctx.nursery.start_soon(self.liquidator.run)
 
     def describe(self) -> dict[str, object]:
@@ -205,8 +211,7 @@ class FundingKeeperActor(Actor):
 
     kind = "funding-keeper"
 
-    def __init__(self, node: NodeHandle, *, markets: Sequence[str], interval_s: float,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, node: NodeHandle, *, markets: Sequence[str], interval_s: float, clock: WallClock) -> None:
         self.node = node
         self.markets = tuple(markets)
         self.interval_s = interval_s
@@ -214,12 +219,16 @@ class FundingKeeperActor(Actor):
         self.keeper: FundingKeeper | None = None
 
     async def setup(self, ctx: ActorContext) -> None:
-        def rate(market_id: str) -> Decimal | None:
-            value = _latest_field(ctx, StreamKey(Channel.MARKET_STATS, market_id), "predicted_funding_rate")
-            return None if value is None else round_to_wad(value)
+        queries = MarketQueries.of(ctx.registry, self.clock.now_ms)
 
-        self.keeper = FundingKeeper(self.node.get(), self.markets, rate, _price_reader(ctx),
-                                    interval_s=self.interval_s, clock=self.clock)
+        def rate(market_id: str) -> Decimal | None:
+            try:
+                return round_to_wad(queries.predicted_funding_rate(market_id))
+            except MarketUnavailable:
+                return None
+
+        self.keeper = FundingKeeper(self.node.get(), self.markets, rate, _price_reader(queries),
+                                    interval_s=self.interval_s, clock=self.clock.now)
         ctx.nursery.start_soon(self.keeper.run)
 
     def describe(self) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The actor tree of the service (architecture.md, "The actor tree").
+"""The actor tree of the service (docs/architecture.md, "The actor tree").
 
 ::
 

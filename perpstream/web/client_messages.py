@@ -1,7 +1,7 @@
 """Client → server messages: parsing and validation, no I/O.
 
 Every way a frame can be wrong maps to an ``error`` the client can read;
-whether the connection survives it is the connection's decision (protocol.md:
+whether the connection survives it is the connection's decision (docs/websocket.md:
 unknown ops are answered and forgiven, malformed input counts towards a
 close 1008).
 """

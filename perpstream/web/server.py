@@ -224,7 +224,7 @@ async def serve(
         # shielded send can still be stuck, and only the guard can cut it.
         lifespan_nursery.start_soon(guard.run)
         listeners = await trio.open_tcp_listeners(port, host=host)
-        bound = [l.socket.getsockname()[:2] for l in listeners]
+        bound = [listener.socket.getsockname()[:2] for listener in listeners]
         async with trio.open_nursery() as server_nursery:
             async with trio.open_nursery() as accept_nursery:
                 accept_nursery.start_soon(

@@ -85,9 +85,9 @@ async def test_liquidator_takes_what_the_chain_accepts(chain: DevChain) -> None:
     risky_id = risky.opened_position_ids[0]
     prices[BTC] = d("98.4")  # risky: equity 0.4 < maintenance 0.492
 
-    async def candidates() -> AsyncIterator[str]:
+    async def candidates() -> AsyncIterator[tuple[str, tuple[bytes, ...]]]:
         for position_id in (healthy_id, risky_id, risky_id, "0x" + "ab" * 32):
-            yield position_id
+            yield position_id, ()  # no update of their own: the newest quote
 
     liquidator = DemoLiquidator(chain, await SignedQuotes.of(chain, prices), candidates=candidates())
     await liquidator.run()

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BASE_URI = "urn:perpstream:asyncapi"
 
-# The message types protocol.md (the public contract) names.
+# The message types docs/websocket.md (the public contract) names.
 CONTRACT_TYPES = {
     "connected", "price_update", "positions_update", "liquidation_warning", "position_opened",
     "position_closed", "position_liquidated", "position_reverted", "liquidation_alert", "market_stats",

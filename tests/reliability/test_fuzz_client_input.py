@@ -91,7 +91,7 @@ frames = st.one_of(
 
 
 def is_malformed(frame: str | bytes | None) -> bool:
-    """protocol.md's "malformed": binary, oversized, not JSON, or not a JSON object."""
+    """docs/websocket.md's "malformed": binary, oversized, not JSON, or not a JSON object."""
     if not isinstance(frame, str) or len(frame.encode("utf-8")) > MAX_FRAME:
         return True
     try:
