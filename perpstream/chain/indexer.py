@@ -44,6 +44,7 @@ from typing import Any, Awaitable, Callable, NoReturn, Sequence, TypeVar
 import attrs
 import trio
 
+from perpstream.backoff import Backoff
 from perpstream.chain.artifact import load_artifact
 from perpstream.chain.client import (
     BlockHeader,
@@ -117,14 +118,19 @@ def remedy_for(exc: BaseException) -> str | None:
 
 @attrs.frozen
 class RetryPolicy:
-    """Backoff for transient chain errors; gives up after ``max_attempts`` in a row."""
+    """Backoff for transient chain errors; gives up after ``max_attempts`` in a row.
+
+    Delays double from ``initial_delay_s`` up to ``max_delay_s``, with the
+    jitter of the service's one :class:`~perpstream.backoff.Backoff`, so many
+    daemons behind one provider do not retry in step.
+    """
 
     initial_delay_s: float = 0.5
     max_delay_s: float = 30.0
     max_attempts: int = 8
 
-    def delay(self, failures: int) -> float:
-        return float(min(self.max_delay_s, self.initial_delay_s * 2 ** (failures - 1)))
+    def backoff(self) -> Backoff:
+        return Backoff(initial=self.initial_delay_s, maximum=self.max_delay_s)
 
 
 @attrs.define
@@ -276,6 +282,7 @@ class Indexer:
         self._poll_interval_s = poll_interval_s
         self._range = BlockRange(max_block_range)
         self._retry = retry
+        self._backoff = retry.backoff()
         self._reset_on_mismatch = reset_on_mismatch
         self._shrink_grace_s = shrink_grace_s
         self._below_since: float | None = None  # trio time the head was first seen below the cursor
@@ -541,13 +548,15 @@ class Indexer:
                 self.status.consecutive_failures += 1
                 if self.status.consecutive_failures >= self._retry.max_attempts:
                     raise
-                delay = self._retry.delay(self.status.consecutive_failures)
+                delay = self._backoff.next_delay()
                 log.warning("chain request failed (%s); retrying in %.1f s", exc, delay)
                 await self._sleep(delay)
                 continue
             except Exception as exc:
                 self._record_error(exc)
                 raise
+            if self.status.consecutive_failures:
+                self._backoff.reset()
             self.status.consecutive_failures = 0
             return result
 
