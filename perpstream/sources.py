@@ -137,7 +137,7 @@ def _chain_children(
     children = [
         ChildSpec("dev-chain", lambda: DevChainActor(
             node, traders=demo.accounts, block_interval_s=EMBEDDED_BLOCK_INTERVAL_S, market_risk=risk,
-            market_feeds=feeds)),
+            market_feeds=feeds, wall_clock=clock.now)),
         ChildSpec(INDEXER, lambda: IndexerActor(
             client=lambda: node.get().client(), address=lambda: node.get().address,
             reset_on_mismatch=True, **indexer_settings)),  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ judges what the service judged.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from decimal import Decimal
 
@@ -80,12 +81,14 @@ class DevChainActor(Actor):
         block_interval_s: float,
         market_risk: Mapping[str, MarketRisk],
         market_feeds: Mapping[str, str],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.traders = traders
         self.block_interval_s = block_interval_s
         self.market_risk = market_risk
         self.market_feeds = market_feeds
+        self.wall_clock = wall_clock
 
     async def setup(self, ctx: ActorContext) -> None:
         chain = await DevChain.start(
@@ -96,10 +99,20 @@ class DevChainActor(Actor):
         ctx.nursery.start_soon(self._mine)
 
     async def _mine(self) -> None:
+        """An empty block whenever the chain has been idle for an interval.
+
+        Confirmations then advance as on a real chain. Only when idle:
+        eth-tester gives every block a timestamp at least one second past its
+        parent's, so a fixed timer on top of busy trading (more than a block a
+        second) runs chain time ahead of the wall clock without bound, until
+        the oracle refuses every fresh price as too far from block time
+        (``StalePrice``). Idle blocks let chain time fall back in step.
+        """
         chain = self.node.get()
         while True:
             await trio.sleep(self.block_interval_s)
-            await chain.mine(1)
+            if await chain.head_timestamp() <= self.wall_clock() - self.block_interval_s:
+                await chain.mine(1)
 
     async def on_stop(self) -> None:
         self.node.chain = None

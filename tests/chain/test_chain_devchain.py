@@ -1,8 +1,13 @@
-"""The eth-tester behaviour the dev chain relies on (documented in embedded.py)."""
+"""The eth-tester behaviour the dev chain relies on (documented in embedded.py), and its block timer."""
 
 from __future__ import annotations
 
+import time
+
+import trio
+
 from perpstream.devchain import DevChain
+from perpstream.services.demo_actors import DevChainActor, NodeHandle
 
 from .helpers import BTC, d
 
@@ -33,3 +38,24 @@ async def test_revert_then_mine_gives_new_hashes_and_rising_timestamps(chain: De
     stamps = [h.timestamp for h in new if h is not None]
     assert stamps == sorted(set(stamps))  # strictly increasing, one second at least
 
+
+
+async def test_the_block_timer_mines_only_while_the_chain_is_idle(chain: DevChain) -> None:
+    # Busy trading (more than a block a second) runs eth-tester's block time
+    # ahead of the wall clock; a timer that mined regardless would keep it
+    # ahead for ever, until the oracle refused every fresh price as stale.
+    await chain.advance_time(120)  # block time two minutes ahead, as after a busy spell
+    wall = [time.time()]
+    actor = DevChainActor(NodeHandle(chain), traders=0, block_interval_s=0.01, market_risk={}, market_feeds={},
+                          wall_clock=lambda: wall[0])
+    ahead = await chain.block_number()
+    with trio.move_on_after(0.3):
+        await actor._mine()
+    assert await chain.block_number() == ahead  # ahead of the wall clock: no empty blocks
+    wall[0] = await chain.head_timestamp() + 1  # the wall clock has caught up: idle again
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(actor._mine)
+            while await chain.block_number() == ahead:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()

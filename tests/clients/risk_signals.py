@@ -101,7 +101,8 @@ async def measure(seconds: float) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "liquidator": {"attempts": attempts, "refused": details.get("refused"),
-                       "refused_pct": round(100 * details.get("refused", 0) / attempts, 2) if attempts else None},
+                       "refused_pct": round(100 * details.get("refused", 0) / attempts, 2) if attempts else None,
+                       "refusals": details.get("refusals", {})},
         "warnings": {"positions": len(warnings), "total": sum(map(len, warnings.values())),
                      "max_per_position": max(map(len, warnings.values()), default=0),
                      "same_severity_repeats": repeats, "repeats_without_seen_recovery": unexplained_repeats},
