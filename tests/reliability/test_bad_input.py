@@ -108,22 +108,28 @@ async def refused(daemon: DaemonProcess, path: str) -> tuple[str, int]:
 CONTROL = {"error", "pong", "subscribed", "unsubscribed"}
 
 
-async def replies(ws: WebSocketConnection, *requests: str, quiet: float = 0.7) -> list[dict[str, Any]]:
+async def replies(ws: WebSocketConnection, *requests: str) -> list[dict[str, Any]]:
     """Send the requests, then collect the answers to them (errors, pongs, acks), in order,
-    until none has come for ``quiet`` seconds; stream data in between is skipped."""
+    until the answer to a closing ping; stream data in between is skipped.
+
+    The server answers a connection's requests in the order it sent them, so
+    the closing ping's pong comes after every other answer: waiting for it
+    is exact, where waiting for a quiet spell fails on a loaded machine.
+    """
     for request in requests:
         await ws.send_message(request)
+    await ws.send_message(json.dumps({"op": "ping", "id": _END_OF_REPLIES}))
     answers: list[dict[str, Any]] = []
     with trio.fail_after(20):
         while True:
-            with trio.move_on_after(quiet) as waited:
-                while True:
-                    message = json.loads(await ws.get_message())
-                    if message["type"] in CONTROL:
-                        answers.append(message)
-                        break
-            if waited.cancelled_caught:
+            message = json.loads(await ws.get_message())
+            if message["type"] == "pong" and message.get("id") == _END_OF_REPLIES:
                 return answers
+            if message["type"] in CONTROL:
+                answers.append(message)
+
+
+_END_OF_REPLIES = "end-of-replies"
 
 
 def subscribe(channel: str, request_id: int, **params: str) -> str:
