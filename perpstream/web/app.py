@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import trio
-from quart import Response, g, request
+from quart import Response, g, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -25,7 +25,9 @@ def _add_http_errors(app: QuartTrio) -> None:
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
         status = exc.code or 500
-        message = {404: f"no route {request.path}", 405: f"{request.method} is not allowed on {request.path}"}.get(
+        # A WebSocket handler's failure comes here too, outside any HTTP request.
+        asked = request if has_request_context() else websocket
+        message = {404: f"no route {asked.path}", 405: f"{asked.method} is not allowed on {asked.path}"}.get(
             status, exc.description or exc.name or "error")
         response = error_response(status, code, message)
         if status == 405 and (allowed := exc.get_headers()):

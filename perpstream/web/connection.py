@@ -167,6 +167,8 @@ class Connection:
                 nursery.start_soon(self._read_loop, nursery.cancel_scope)
                 await self._write_loop()
                 nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the peer reset the socket under a write, or the guard cut it: the client left
         finally:
             if not self.closed:
                 metrics.closes.labels("peer").inc()  # the client left, or the network or the guard cut it

@@ -318,3 +318,22 @@ async def test_requests_after_a_refusal_earn_no_more_answers_or_strikes(autojump
         assert context.limits.cooling_down("198.51.100.7", context.clock.now()) == 0.0
     assert [m.get("code") for m in socket.sent if m["type"] == "error"] == ["too_many_subscriptions"]
     assert socket.closed == (4429, "too_many_subscriptions")
+
+
+async def test_a_peer_that_resets_under_a_write_ends_the_connection_quietly(autojump_clock: trio.abc.Clock) -> None:
+    # A reset seen by the connection's own write (not the guard's cut) is the
+    # client leaving: serve() returns, nothing escapes to the framework's
+    # error handler (which logged "Exception on websocket" at ERROR).
+    socket = FakeSocket()
+
+    async def reset(text: str) -> None:
+        raise trio.BrokenResourceError("socket connection broken: [Errno 104] Connection reset by peer")
+
+    config = service_config(ws={"event_buffer": 4}, limits={})
+    context = AppContext(config=config, registry=actors.Registry(), clock=WallClock(), metrics=Metrics())
+    io = WebSocketIO(send=reset, receive=socket.receive, close=socket.close)
+    conn = Connection(io, context, endpoint="test", multiplexed=False, client="198.51.100.7")
+    StreamTopics.of(context.registry, PRICES, 4).publish_snapshot(_price(0), 1)
+    with trio.fail_after(5):
+        await conn.serve(PRICES)
+    assert conn.closed and conn not in context.connections
