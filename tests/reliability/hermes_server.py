@@ -41,7 +41,7 @@ import trio
 
 from tests.feeds.hermes_shapes import KEEP_ALIVE, entry, error_event, payload, sse
 
-from .loopback import LoopbackServer, respond
+from .loopback import LoopbackServer, read_request, respond
 
 Mode = Literal["live", "stall", "garbage"]
 STREAM = "/v2/updates/price/stream"
@@ -80,22 +80,6 @@ class _Request:
 
     def flag(self, name: str) -> bool:
         return (name, "true") in self.query
-
-
-async def _read_head(stream: trio.SocketStream, conn: h11.Connection) -> _Request | None:
-    """The next request's target (query included), or None once the peer is gone."""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None
-            conn.receive_data(data)
-        elif isinstance(event, h11.Request):
-            return _Request(event.target.decode())
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
 
 
 class LoopbackHermes(LoopbackServer):
@@ -210,9 +194,10 @@ class LoopbackHermes(LoopbackServer):
     async def serve_connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         try:
-            request = await _read_head(stream, conn)
-            if request is None:
+            head = await read_request(stream, conn)
+            if head is None:
                 return
+            request = _Request(head[0])
             self.requests.append((trio.current_time(), request.path))
             if request.path not in (LATEST, STREAM):
                 await respond(stream, conn, 404, b"not found", "text/plain; charset=utf-8")

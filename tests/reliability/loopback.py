@@ -3,8 +3,6 @@ come back on the same port, and a minimal HTTP/1.1 request reader and writer."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import h11
 import trio
 
@@ -43,8 +41,8 @@ class LoopbackServer:
 
 
 async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> tuple[str, bytes] | None:
-    """The next request's path and body, or None once the peer is gone."""
-    path = ""
+    """The next request's target (path and query) and body, or None once the peer is gone."""
+    target = ""
     body = b""
     while True:
         event = conn.next_event()
@@ -55,11 +53,11 @@ async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> tuple
                 return None
             conn.receive_data(data)
         elif isinstance(event, h11.Request):
-            path = urlsplit(event.target.decode()).path
+            target = event.target.decode()
         elif isinstance(event, h11.Data):
             body += event.data
         elif isinstance(event, h11.EndOfMessage):
-            return path, body
+            return target, body
         elif isinstance(event, h11.ConnectionClosed):
             return None
 
