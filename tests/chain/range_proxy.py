@@ -16,7 +16,7 @@ import h11
 import httpx
 import trio
 
-from tests.reliability.loopback import LoopbackServer, read_request, respond
+from tests.reliability.loopback import LoopbackServer, respond, serve_requests
 
 __all__ = ["Provider", "RangeLimitProxy", "reth_max_results", "span_providers"]
 
@@ -87,21 +87,12 @@ class RangeLimitProxy(LoopbackServer):
         await self._http.aclose()
 
     async def serve_connection(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request = await read_request(stream, conn)
-                if request is None:
-                    return
-                reply = await self._answer(json.loads(request[1]))
-                await respond(stream, conn, 200, json.dumps(reply).encode(), "application/json")
-                if conn.our_state is h11.MUST_CLOSE:
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
-            return
-        finally:
-            await stream.aclose()
+        await serve_requests(stream, self._serve_request)
+
+    async def _serve_request(self, stream: trio.SocketStream, conn: h11.Connection, body: bytes) -> bool:
+        reply = await self._answer(json.loads(body))
+        await respond(stream, conn, 200, json.dumps(reply).encode(), "application/json")
+        return True
 
     async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = (await self._http.post(self._upstream, json=request)).json()

@@ -18,7 +18,7 @@ import trio
 from perpstream.devchain import DevChain
 from tests.chain.rpc_node import DevChainNode
 
-from .loopback import LoopbackServer, read_request, respond
+from .loopback import LoopbackServer, respond, serve_requests
 
 Fault = Literal["http_503", "rpc_internal_error", "rate_limited", "not_json", "deep_json", "hang", "reset"]
 
@@ -40,29 +40,20 @@ class FaultyRpcNode(LoopbackServer):
         return f"http://127.0.0.1:{self.port}/"
 
     async def serve_connection(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request = await read_request(stream, conn)
-                if request is None:
-                    return
-                self.requests += 1
-                fault = self.faults.get(self.requests)
-                if fault is not None:
-                    self.faults_served.append(fault)
-                if fault == "hang":
-                    await trio.sleep_forever()
-                if fault == "reset":
-                    return  # hang up without an answer
-                await trio.sleep(self.delay_s)
-                await self._answer(stream, conn, json.loads(request[1]), fault)
-                if conn.our_state is h11.MUST_CLOSE:
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
-            return
-        finally:
-            await stream.aclose()
+        await serve_requests(stream, self._serve_request)
+
+    async def _serve_request(self, stream: trio.SocketStream, conn: h11.Connection, body: bytes) -> bool:
+        self.requests += 1
+        fault = self.faults.get(self.requests)
+        if fault is not None:
+            self.faults_served.append(fault)
+        if fault == "hang":
+            await trio.sleep_forever()
+        if fault == "reset":
+            return False  # hang up without an answer
+        await trio.sleep(self.delay_s)
+        await self._answer(stream, conn, json.loads(body), fault)
+        return True
 
     async def _answer(self, stream: trio.SocketStream, conn: h11.Connection, request: dict[str, object],
                       fault: Fault | None) -> None:

@@ -3,6 +3,8 @@ come back on the same port, and a minimal HTTP/1.1 request reader and writer."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import h11
 import trio
 
@@ -60,6 +62,26 @@ async def read_request(stream: trio.SocketStream, conn: h11.Connection) -> tuple
             return target, body
         elif isinstance(event, h11.ConnectionClosed):
             return None
+
+
+async def serve_requests(
+    stream: trio.SocketStream,
+    answer: Callable[[trio.SocketStream, h11.Connection, bytes], Awaitable[bool]],
+) -> None:
+    """Answer one keep-alive connection's requests, one at a time, until the peer
+    leaves or ``answer`` (given each request's body) returns False: hang up."""
+    conn = h11.Connection(h11.SERVER)
+    try:
+        while (request := await read_request(stream, conn)) is not None:
+            if not await answer(stream, conn, request[1]):
+                return
+            if conn.our_state is h11.MUST_CLOSE:
+                return
+            conn.start_next_cycle()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError):
+        return
+    finally:
+        await stream.aclose()
 
 
 async def respond(
