@@ -176,6 +176,9 @@ class StreamsConfig:
     liquidations_interval_ms: int = ranged(5000, ge=1, le=3_600_000)
     market_stats_interval_ms: int = ranged(5000, ge=1, le=3_600_000)
     liquidation_candidates: int = ranged(20, ge=1, le=10_000)
+    #: Events kept per stream for clients that resume, and for how long.
+    history_size: int = ranged(100, ge=1, le=100_000)
+    history_ttl_s: float = ranged(300.0, gt=0, le=7 * 86_400)
 
 
 @attrs.frozen

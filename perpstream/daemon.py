@@ -19,6 +19,7 @@ import actors
 from perpstream.clock import WallClock
 from perpstream.config import Config
 from perpstream.gc_policy import run_gc_policy
+from perpstream.history import StreamHistory
 from perpstream.protocol import CloseCode
 from perpstream.services.tree import build_tree
 from perpstream.sources import Sources, open_sources
@@ -56,7 +57,11 @@ async def run_daemon(
     shutdown = shutdown if shutdown is not None else trio.Event()
     clock = WallClock()
     async with open_sources(config, clock, given=sources) as built:
-        tree = build_tree(config, clock=clock, feed=built.feed, store=built.store, chain=built.chain)
+        streams = config.streams
+        history = built.history or StreamHistory.in_memory(
+            size=streams.history_size, ttl_s=streams.history_ttl_s, now_ms=clock.now_ms)
+        tree = build_tree(config, clock=clock, feed=built.feed, store=built.store, chain=built.chain,
+                          history=history)
         async with actors.open_system(tree.root) as system:
             metrics = Metrics()
             guard = ConnectionGuard(
@@ -73,7 +78,7 @@ async def run_daemon(
                 debug_token=os.environ.get(config.debug.token_env) or None,
                 guard_stats=lambda: {"cut_slow": guard.cut_slow, "cut_idle": guard.cut_idle,
                                      "protocol_errors": getattr(guard, "protocol_errors", 0)},
-                stream_of=guard.stream_of,
+                stream_of=guard.stream_of, history=history,
             )
             install_health(context, feed_status=built.feed.status, indexer_status=built.indexer_status)
             app = create_app(context)

@@ -30,6 +30,7 @@ __all__ = [
     "CloseCode",
     "Frame",
     "Message",
+    "Resumed",
     "encode",
     "to_data",
 ]
@@ -81,6 +82,13 @@ class Connected(Message):
     protocol_version: int = PROTOCOL_VERSION
     interval_ms: int
     server_time: int
+
+
+@attrs.frozen(kw_only=True)
+class Resumed(Connected):
+    """``connected`` for a subscription that asked to resume (``since``): did it recover?"""
+
+    recovered: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -365,6 +373,9 @@ class Frame:
     snapshot: bool
     body: str
     ts: int
+    #: The stream's offset and epoch the body carries (0 and "" outside a stream).
+    offset: int = 0
+    epoch: str = ""
     body_bytes: bytes = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -394,13 +405,22 @@ def encode(
     channel: Channel,
     ts: int,
     key: tuple[str, str] | None = None,
+    position: tuple[int, str] | None = None,
 ) -> Frame:
-    """Encode a message once: envelope (type, channel, stream key, ts) then payload."""
+    """Encode a message once: envelope (type, channel, stream key, ts, offset, epoch) then payload.
+
+    ``position`` is the message's ``(offset, epoch)`` in its stream; messages
+    that belong to no stream (``connected``, acks, errors) have none.
+    """
     payload: dict[str, Any] = _converter.unstructure(message)
     envelope: dict[str, Any] = {"type": message.type, "channel": channel.value}
     if key is not None:
         envelope[key[0]] = key[1]
     envelope["ts"] = ts
+    offset, epoch = position if position is not None else (0, "")
+    if position is not None:
+        envelope["offset"] = offset
+        envelope["epoch"] = epoch
     envelope.update(payload)
     text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-    return Frame(type=message.type, snapshot=message.snapshot, body=text[1:], ts=ts)
+    return Frame(type=message.type, snapshot=message.snapshot, body=text[1:], ts=ts, offset=offset, epoch=epoch)

@@ -6,24 +6,19 @@ reset or replaced, a data file of another chain or of an older perpstream.
 With the daemon stopped (the data directory's lock makes sure), the index
 is emptied; the next ``perpstream serve`` reads the chain again from
 ``chain.start_block``, or from ``--from BLOCK`` (e.g. the block a contract
-was deployed at again after a reset).
+was deployed at again after a reset). The chain-derived streams' history
+goes with it: what it says may not hold for the rebuilt index, so clients
+that resume get ``recovered: false`` and a fresh snapshot (a new epoch).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from perpstream.chain.store import IndexerStore, StoreMismatchError
 from perpstream.config import Config
 from perpstream.data_lock import hold_data_dir
-from perpstream.sources import index_path
+from perpstream.sources import history_path, index_path, unlink_sqlite
 
 __all__ = ["reindex"]
-
-
-def _remove(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def reindex(config: Config, *, from_block: int | None) -> str:
@@ -40,11 +35,12 @@ def reindex(config: Config, *, from_block: int | None) -> str:
         try:
             store = IndexerStore(path)
         except StoreMismatchError:
-            _remove(path)  # another schema: nothing in it can be kept
+            unlink_sqlite(path)  # another schema: nothing in it can be kept
             store = IndexerStore(path)
         try:
             store.wipe(start_block=from_block)
         finally:
             store.close()
+        unlink_sqlite(history_path(config))
     start = config.chain.start_block if from_block is None else from_block
     return f"{path}: emptied; the next start indexes the chain again from block {start}"

@@ -37,6 +37,7 @@ from perpstream.clock import WallClock
 from perpstream.config import Config
 from perpstream.data_lock import hold_data_dir
 from perpstream.devchain import MarketRisk, SignedPrices, SigningFeed
+from perpstream.history import HISTORY_FILENAME, StreamHistory
 from perpstream.feeds import HermesConfig, HermesFeed, MarketSpec, PriceFeed, SimulatedFeed
 from perpstream.services.chain_actors import IndexerActor
 from perpstream.services.demo_actors import (
@@ -49,7 +50,7 @@ from perpstream.services.demo_actors import (
 from perpstream.services.store import PositionSource
 from perpstream.services.topics import INDEXER
 
-__all__ = ["Sources", "build_feed", "open_sources"]
+__all__ = ["Sources", "build_feed", "history_path", "index_path", "open_sources", "unlink_sqlite"]
 
 log = logging.getLogger("perpstream.sources")
 
@@ -66,6 +67,8 @@ class Sources:
     chain: Sequence[ChildSpec] = ()
     indexer_status: Callable[[], IndexerStatus | None] | None = None
     describe: dict[str, str] = attrs.Factory(dict)
+    #: The streams' history; None: in memory (a restart starts new epochs).
+    history: StreamHistory | None = None
 
 
 def build_feed(config: Config, clock: WallClock) -> PriceFeed:
@@ -101,6 +104,18 @@ def index_path(config: Config) -> Path:
     """The indexer's SQLite file for ``config`` (under ``server.data_dir``)."""
     name = "embedded-chain.sqlite3" if config.chain.source == "embedded" else "chain-index.sqlite3"
     return Path(config.server.data_dir) / name
+
+
+def history_path(config: Config) -> Path:
+    """The chain-derived streams' history file, beside the index it is derived from."""
+    name = f"embedded-{HISTORY_FILENAME}" if config.chain.source == "embedded" else HISTORY_FILENAME
+    return Path(config.server.data_dir) / name
+
+
+def unlink_sqlite(path: Path) -> None:
+    """Remove an SQLite file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _chain_children(
@@ -165,8 +180,13 @@ async def open_sources(config: Config, clock: WallClock, *, given: Sources | Non
     async with AsyncExitStack() as stack:
         stack.enter_context(hold_data_dir(path.parent))
         if config.chain.source == "embedded":
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 (once, at start-up, before serving)
+            # A new chain every run: its index and history start anew (a new epoch).
+            unlink_sqlite(path)
+            unlink_sqlite(history_path(config))
+        streams = config.streams
+        history = StreamHistory.open(history_path(config), size=streams.history_size, ttl_s=streams.history_ttl_s,
+                                     now_ms=clock.now_ms)
+        stack.callback(history.close)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=config.chain.rpc_timeout_s))
         store = IndexerStore(path)
         stack.callback(store.close)
@@ -193,4 +213,5 @@ async def open_sources(config: Config, clock: WallClock, *, given: Sources | Non
                 "chain": chain_description,
                 "data directory": str(path.parent.resolve()),
             },
+            history=history,
         )

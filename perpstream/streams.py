@@ -17,13 +17,17 @@ from perpstream.protocol import Channel, CloseCode
 
 __all__ = [
     "BadStreamParameter",
+    "Since",
     "StreamKey",
     "parse_address",
     "parse_market_id",
+    "parse_since",
 ]
 
 _HEX_ADDRESS = re.compile(r"(?:0x|0X)?([0-9a-fA-F]{40})")
 _MAX_PARAMETER = 128  # longer path segments are refused before any parsing
+_MAX_EPOCH = 64
+MAX_OFFSET = 2**53 - 1  # the largest integer every JSON client reads exactly
 
 
 class BadStreamParameter(ValueError):
@@ -67,6 +71,37 @@ def parse_market_id(text: str, known: Collection[str]) -> str:
             "unknown_market", f"unknown market: {shown!r}", CloseCode.UNKNOWN_MARKET
         )
     return market_id
+
+
+@attrs.frozen
+class Since:
+    """Where a client's copy of a stream ends: the last ``(epoch, offset)`` it received."""
+
+    epoch: str
+    offset: int
+
+
+def _since_error(message: str) -> BadStreamParameter:
+    return BadStreamParameter("invalid_since", message, CloseCode.INVALID_PARAMETER)
+
+
+def parse_since(epoch: object, offset: object) -> Since:
+    """A resume position, from a subscribe message's ``since`` or a path's query.
+
+    ``offset`` may be the decimal text of a query parameter; ``epoch`` is
+    whatever string the server sent (the server never sends a longer one).
+    """
+    if not isinstance(epoch, str) or not 1 <= len(epoch) <= _MAX_EPOCH:
+        shown = epoch[:_MAX_PARAMETER] if isinstance(epoch, str) else epoch
+        raise _since_error(f"epoch: expected the string of 1 to {_MAX_EPOCH} characters a message carried, "
+                           f"got {shown!r}")
+    value: object = offset
+    if isinstance(offset, str):
+        value = int(offset) if offset.isdigit() and len(offset) <= 16 and offset.isascii() else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OFFSET:
+        shown = offset[:_MAX_PARAMETER] if isinstance(offset, str) else offset
+        raise _since_error(f"offset: expected an integer from 0 to {MAX_OFFSET}, got {shown!r}")
+    return Since(epoch, value)
 
 
 @attrs.frozen

@@ -40,6 +40,9 @@ class IndexerActor(Actor):
     """
 
     kind = "indexer"
+    #: How long a market may take to apply one delivery before the indexer
+    #: gives up on this round (it retries from the outbox).
+    DELIVERY_TIMEOUT_S = 30.0
 
     def __init__(
         self,
@@ -71,10 +74,13 @@ class IndexerActor(Actor):
         refs = {m: ctx.registry.ref(market_name(m)) for m in self._markets}
 
         async def deliver(indexed: IndexedEvent) -> None:
-            # Awaiting the market's mailbox is deliberate back pressure: the
-            # indexer reads no further than the markets can apply.
+            # Waiting until each market has applied it is deliberate: the
+            # indexer reads no further than the markets can apply, and
+            # forgets a delivery (acknowledges its outbox entry) only once
+            # its messages are in the stream history.
             for market_id in _route(indexed, self._markets):
-                await refs[market_id].send(ChainDelivery(indexed))
+                await refs[market_id].request(lambda reply: ChainDelivery(indexed, reply),
+                                              timeout=self.DELIVERY_TIMEOUT_S)
 
         self.indexer = Indexer(
             self._client(), self._store, address=self._address(), on_event=deliver, **self._settings  # type: ignore[arg-type]

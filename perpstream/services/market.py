@@ -6,14 +6,18 @@ from the chain indexer, publishes what the core asks (``price_update``
 throttled to ``prices_interval_ms``, always the newest, and kept at that
 cadence while the price is stale, so a client sees the true age grow;
 ``market_stats`` every ``market_stats_interval_ms`` and on the first price;
-``funding_rate_update`` and ``liquidation_event`` as they happen), hands
-user events to sessions, and answers requests. Readers that want values
+``funding_rate_update`` and ``liquidation_event`` as they happen), publishes
+account events on the positions streams (kept in their history whether or
+not anyone watches the account right now), and answers requests. Readers that want values
 rather than messages use the query interface
 (:class:`~perpstream.services.queries.MarketQueries`), where the actor
 registers its core while it runs.
 
 A restart rebuilds the core from the position store, then tells the
-market's subscribers to ``resync`` before fresh snapshots follow.
+market's subscribers to ``resync`` before fresh snapshots follow. Deliveries
+the store already reflects but whose messages never made it into the
+stream history (the daemon was killed in between) are published then, so
+a resuming client misses none of them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 
 import trio
 
-from actors import Actor, ActorContext, ActorNotFound, MailboxFull
+from actors import Actor, ActorContext
 from perpstream.clock import WallClock
 from perpstream.config import MarketConfig
 from perpstream.domain import MarketParams
@@ -32,12 +36,12 @@ from perpstream.services.messages import (
     ChainDelivery,
     GetUserPositions,
     PriceTick,
-    UserEvent,
     UserPositions,
 )
 from perpstream.services.queries import MarketQueries
 from perpstream.services.store import PositionSource
-from perpstream.services.topics import StreamTopics, session_name
+from perpstream.history import StreamHistory
+from perpstream.services.topics import StreamTopics, record_event
 from perpstream.streams import StreamKey
 
 __all__ = ["MarketActor", "MarketSettings", "market_params"]
@@ -73,8 +77,10 @@ class MarketActor(Actor):
         settings: MarketSettings,
         store: PositionSource,
         clock: WallClock,
+        history: StreamHistory,
     ) -> None:
         self.market_id = market.id
+        self.history = history
         self.params = market_params(market)
         self.settings = settings
         self.store = store
@@ -92,11 +98,11 @@ class MarketActor(Actor):
     async def setup(self, ctx: ActorContext) -> None:
         self._ctx = ctx
         self.core = MarketCore.rebuilt(self.params, self.settings, self.store.snapshot(self.market_id),
-                                       self.clock.now_ms())
+                                       self.clock.now_ms(), published_through=self.history.published_chain_seq)
         buffer = self.settings.event_buffer
-        self._prices = StreamTopics.of(ctx, StreamKey(Channel.PRICES, self.market_id), buffer)
-        self._stats = StreamTopics.of(ctx, StreamKey(Channel.MARKET_STATS, self.market_id), buffer)
-        self._liquidations = StreamTopics.of(ctx, StreamKey(Channel.LIQUIDATIONS), buffer)
+        self._prices = StreamTopics.of(ctx, StreamKey(Channel.PRICES, self.market_id), buffer, self.history)
+        self._stats = StreamTopics.of(ctx, StreamKey(Channel.MARKET_STATS, self.market_id), buffer, self.history)
+        self._liquidations = StreamTopics.of(ctx, StreamKey(Channel.LIQUIDATIONS), buffer, self.history)
         # Not ``ctx.incarnation > 1``: when the markets supervisor itself is
         # restarted (it escalated), its new cells count incarnations from 1
         # again, yet the topics (registry-owned) and their subscribers are the
@@ -126,7 +132,10 @@ class MarketActor(Actor):
         if isinstance(msg, PriceTick):
             self._carry_out(self.core.on_price(msg.update, now_ms))
         elif isinstance(msg, ChainDelivery):
-            self._carry_out(self.core.on_delivery(msg.indexed, now_ms))
+            with self.history.chain_delivery(msg.indexed.seq):
+                self._carry_out(self.core.on_delivery(msg.indexed, now_ms))
+            if msg.applied is not None:
+                msg.applied.send(None)
         elif isinstance(msg, GetUserPositions):
             msg.reply.send(UserPositions(self.market_id, self.core.positions_of(msg.address, now_ms)))
         else:
@@ -157,19 +166,16 @@ class MarketActor(Actor):
             if self._queries is not None:
                 self._queries.liquidation_events.publish(event)
         for account, user_message in effects.user_events:
-            self._tell_user(account, user_message)
+            self._publish_user_event(account, user_message, now_ms)
 
-    def _tell_user(self, account: str, message: Message) -> None:
-        """Hand an event to the account's session, if anyone is watching it."""
+    def _publish_user_event(self, account: str, message: Message, now_ms: int) -> None:
+        """An account's event: into its stream's history, and to its subscribers if it has any."""
         assert self._ctx is not None
-        try:
-            self._ctx.registry.ref(session_name(account)).send_nowait(UserEvent(message))
-        except ActorNotFound:
-            pass  # no session: nobody subscribed to this account
-        except MailboxFull:
-            # The session is far behind; it resyncs its clients rather than
-            # have them miss an event silently.
-            log.warning("%s: session of %s is full; it will resync", self.market_id, account)
+        key = StreamKey(Channel.POSITIONS, account)
+        frame = record_event(key, message, now_ms, self.history)
+        topic = self._ctx.registry.find_topic(key.events_topic)
+        if topic is not None:
+            topic.publish(frame)
 
     # ------------------------------------------------------------ timers
 

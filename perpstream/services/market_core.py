@@ -139,6 +139,7 @@ class MarketCore:
         self.chain_funding: StoredFunding | None = None
         self.price: PriceUpdate | None = None
         self.delivered_through = 0
+        self.published_through = 0
         self.episodes = WarningEpisodes(settings.warning_rearm_margin)
         self.liquidatable: set[str] = set()
         self.volume: deque[tuple[int, Decimal]] = deque()
@@ -149,10 +150,18 @@ class MarketCore:
 
     @classmethod
     def rebuilt(cls, params: MarketParams, settings: MarketSettings, snapshot: StoreSnapshot,
-                now_ms: int) -> MarketCore:
-        """The market as a store snapshot has it; deliveries after it follow."""
+                now_ms: int, *, published_through: int | None = None) -> MarketCore:
+        """The market as a store snapshot has it; deliveries after it follow.
+
+        ``published_through``: the newest delivery whose messages the stream
+        history has. The snapshot may reflect later ones (the daemon stopped
+        between storing and publishing them); when they come again their
+        messages are published, though the state has them already. None: as
+        far as the snapshot goes.
+        """
         core = cls(params, settings, now_ms)
         core.delivered_through = snapshot.delivered_through
+        core.published_through = snapshot.delivered_through if published_through is None else published_through
         for stored in snapshot.positions:
             if stored.market_id == core.market_id:
                 core.book.open(position_from_stored(stored))
@@ -312,6 +321,8 @@ class MarketCore:
         effects = Effects()
         if indexed.seq:
             if indexed.seq <= self.delivered_through:
+                if indexed.seq > self.published_through:
+                    self._republish(effects, indexed)
                 return effects  # in the snapshot already, or delivered before
             self.delivered_through = indexed.seq
         event = indexed.event
@@ -339,6 +350,21 @@ class MarketCore:
         if account is not None:
             effects.user_events.append((account, user_events.position_event(indexed, self.book.get(position_id) or before)))
         return effects
+
+    def _republish(self, effects: Effects, indexed: IndexedEvent) -> None:
+        """The messages of a delivery the state already reflects but nobody was told of."""
+        self.published_through = indexed.seq
+        event = indexed.event
+        if isinstance(event, FundingUpdated) or not self._concerns_me(indexed):
+            return
+        before = self._described_before(indexed)
+        account = self._account_of(indexed, before)
+        if account is None:
+            return
+        effects.user_events.append((account, user_events.position_event(indexed, self.book.get(event.position_id) or before)))
+        if isinstance(event, PositionLiquidated) and indexed.finality == "pending" and before is not None:
+            effects.liquidation_events.append(self._liquidation_event(
+                "liquidated", before, None, event=event.meta, liquidator=event.liquidator))
 
     def _concerns_me(self, indexed: IndexedEvent) -> bool:
         """Whether a position delivery is this market's (modifications name no market)."""

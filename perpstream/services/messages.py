@@ -12,14 +12,13 @@ import attrs
 from actors import Reply
 from perpstream.chain.events import IndexedEvent
 from perpstream.domain import PriceUpdate
-from perpstream.protocol import Candidate, Message, PositionView
+from perpstream.protocol import Candidate, PositionView
 
 __all__ = [
     "ChainDelivery",
     "GetUserPositions",
     "MarketCandidates",
     "PriceTick",
-    "UserEvent",
     "UserPositions",
 ]
 
@@ -33,16 +32,14 @@ class PriceTick:
 
 @attrs.frozen
 class ChainDelivery:
-    """An indexed chain event (indexer → MarketActor)."""
+    """An indexed chain event (indexer → MarketActor).
+
+    ``applied`` is answered once the market has applied it and its messages
+    are in the stream history: only then may the indexer forget it.
+    """
 
     indexed: IndexedEvent
-
-
-@attrs.frozen
-class UserEvent:
-    """An event for one account's stream (MarketActor → UserSessionActor)."""
-
-    message: Message
+    applied: Reply[None] | None = None
 
 
 @attrs.frozen

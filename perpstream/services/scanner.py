@@ -18,6 +18,7 @@ import trio
 
 from actors import Actor, ActorContext
 from perpstream.clock import WallClock
+from perpstream.history import StreamHistory
 from perpstream.protocol import Candidate, Channel, LiquidationAlert
 from perpstream.services.messages import MarketCandidates
 from perpstream.services.queries import MarketQueries, MarketUnavailable
@@ -49,7 +50,9 @@ class LiquidationScanner(Actor):
         limit: int,
         event_buffer: int,
         clock: WallClock,
+        history: StreamHistory,
     ) -> None:
+        self.history = history
         self.markets = tuple(markets)
         self.interval_ms = interval_ms
         self.limit = limit
@@ -62,7 +65,7 @@ class LiquidationScanner(Actor):
 
     async def setup(self, ctx: ActorContext) -> None:
         self._queries = MarketQueries.of(ctx.registry, self.clock.now_ms)
-        self._topics = StreamTopics.of(ctx, StreamKey(Channel.LIQUIDATIONS), self.event_buffer)
+        self._topics = StreamTopics.of(ctx, StreamKey(Channel.LIQUIDATIONS), self.event_buffer, self.history)
         await self.scan()
         ctx.nursery.start_soon(self._scan_periodically)
 

@@ -4,8 +4,10 @@ A session starts on an account's first subscriber (several tabs, a bot and
 a phone share it) and stops when the last one has been gone for a grace
 period, so a page reload does not tear it down and rebuild it. Every
 ``positions_interval_ms`` it asks each market for the account's positions,
-priced now, and publishes one ``positions_update``; events from the markets
-(chain events, liquidation warnings) go out on its events topic as they come.
+priced now, and publishes one ``positions_update``. The account's events
+(chain events, liquidation warnings) are the markets' to publish on the same
+stream: they happen, and are kept for resuming clients, whether or not
+anyone is watching.
 
 The :class:`SessionDirectory` actor owns the reference counts (rebuilt
 from the streams' subscriptions if it restarts) and grace timers, and
@@ -42,8 +44,9 @@ from actors import (
     Supervisor,
 )
 from perpstream.clock import WallClock
+from perpstream.history import StreamHistory
 from perpstream.protocol import Channel, PositionsUpdate, PositionView, Resync
-from perpstream.services.messages import GetUserPositions, UserEvent, UserPositions
+from perpstream.services.messages import GetUserPositions, UserPositions
 from perpstream.services.topics import StreamTopics, market_name, session_name
 from perpstream.streams import StreamKey
 
@@ -69,19 +72,23 @@ class UserSessionActor(Actor):
     #: :meth:`_publish_positions`).
     GATHER_ATTEMPTS = 3
 
-    def __init__(self, address: str, *, markets: Sequence[str], settings: SessionSettings, clock: WallClock) -> None:
+    def __init__(
+        self, address: str, *, markets: Sequence[str], settings: SessionSettings, clock: WallClock,
+        history: StreamHistory,
+    ) -> None:
         self.address = address
+        self.history = history
         self.markets = tuple(markets)
         self.settings = settings
         self.clock = clock
         self.updates = 0
-        self.events = 0
         self._topics: StreamTopics | None = None
         self._ctx: ActorContext | None = None
 
     async def setup(self, ctx: ActorContext) -> None:
         self._ctx = ctx
-        self._topics = StreamTopics.of(ctx, StreamKey(Channel.POSITIONS, self.address), self.settings.event_buffer)
+        self._topics = StreamTopics.of(ctx, StreamKey(Channel.POSITIONS, self.address), self.settings.event_buffer,
+                                       self.history)
         # A snapshot left by an earlier session means subscribers who may have
         # missed events: this session restarted, or was started again after the
         # sessions supervisor itself restarted (its cells count from 1 anew).
@@ -91,12 +98,7 @@ class UserSessionActor(Actor):
         ctx.nursery.start_soon(self._publish_periodically)
 
     async def handle(self, msg: object) -> None:
-        if isinstance(msg, UserEvent):
-            assert self._topics is not None
-            self.events += 1
-            self._topics.publish_event(msg.message, self.clock.now_ms())
-        else:
-            log.warning("session %s: unexpected message %r", self.address, msg)
+        log.warning("session %s: unexpected message %r", self.address, msg)
 
     async def on_stop(self) -> None:
         # Stopped after its last subscriber left: forget the account's topics,
@@ -107,7 +109,7 @@ class UserSessionActor(Actor):
             self._ctx.registry.discard_topic(key.events_topic)
 
     def describe(self) -> dict[str, object]:
-        return {"address": self.address, "updates": self.updates, "events": self.events}
+        return {"address": self.address, "updates": self.updates}
 
     async def _publish_periodically(self) -> None:
         while True:
@@ -129,19 +131,21 @@ class UserSessionActor(Actor):
     async def _publish_positions(self) -> None:
         """Publish the account's positions, never older than an event already relayed.
 
-        The markets answer one after another while this actor goes on relaying
-        their events, so a market can apply an event (a reorg's rollback, say)
-        and tell us right after it answered with the position as it was.
+        The markets answer one after another while they go on publishing
+        events on the stream, so a market can apply an event (a reorg's
+        rollback, say) right after it answered with the position as it was.
         Publishing that view after the event would show the client the old
         state again, so the round is gathered afresh; if events keep coming,
         the round is skipped and the next one, an interval later, tries again.
         """
+        assert self._topics is not None
+        events = self._topics.events
         for _ in range(self.GATHER_ATTEMPTS):
-            relayed = self.events
+            relayed = events.published
             views: list[PositionView] = []
             for market_id in self.markets:
                 views.extend(await self._positions_in(market_id))
-            if self.events == relayed:
+            if events.published == relayed:
                 self._publish_views(views)
                 return
         log.info("session %s: events kept coming while gathering positions; skipping a round", self.address)
@@ -359,12 +363,12 @@ async def acquire_session(directory: ActorRef, address: str, *, timeout: float =
 
 
 def session_spec(
-    address: str, *, markets: Sequence[str], settings: SessionSettings, clock: WallClock
+    address: str, *, markets: Sequence[str], settings: SessionSettings, clock: WallClock, history: StreamHistory
 ) -> ChildSpec:
     """How the sessions supervisor starts an account's session."""
     return ChildSpec(
         name=session_name(address),
-        factory=lambda: UserSessionActor(address, markets=markets, settings=settings, clock=clock),
+        factory=lambda: UserSessionActor(address, markets=markets, settings=settings, clock=clock, history=history),
         restart=Restart.TRANSIENT,
         shutdown_timeout=2.0,
     )

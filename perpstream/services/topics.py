@@ -14,10 +14,11 @@ from typing import Protocol
 import attrs
 
 from actors import Policy, Topic
+from perpstream.history import StreamHistory
 from perpstream.protocol import Frame, Message, encode
 from perpstream.streams import StreamKey
 
-__all__ = ["StreamTopics", "market_name", "session_name", "FEED", "INDEXER", "SCANNER", "SESSIONS", "SESSION_DIRECTORY"]
+__all__ = ["StreamTopics", "encode_for", "record_event", "market_name", "session_name", "FEED", "INDEXER", "SCANNER", "SESSIONS", "SESSION_DIRECTORY"]
 
 FEED = "feed"
 INDEXER = "indexer"
@@ -42,28 +43,45 @@ class _TopicSource(Protocol):
 
 @attrs.frozen
 class StreamTopics:
-    """A stream's snapshot and events topics, publishing encoded frames."""
+    """A stream's snapshot and events topics, publishing encoded frames.
+
+    Every frame takes the stream's next offset; events are also kept in the
+    stream's history for clients that resume (:mod:`perpstream.history`).
+    """
 
     key: StreamKey
     snapshots: Topic[Frame]
     events: Topic[Frame]
+    history: StreamHistory
 
     @classmethod
-    def of(cls, source: _TopicSource, key: StreamKey, event_buffer: int) -> StreamTopics:
+    def of(cls, source: _TopicSource, key: StreamKey, event_buffer: int, history: StreamHistory) -> StreamTopics:
         """Get (or create) the stream's topics from a registry or an actor context."""
         return cls(
             key,
             source.topic(key.topic, policy=Policy.CONFLATE, capacity=1),
             source.topic(key.events_topic, policy=Policy.QUEUE, capacity=event_buffer),
+            history,
         )
 
-    def _encode(self, message: Message, ts: int) -> Frame:
-        field = self.key.key_field
-        stream_key = None if field is None or self.key.key is None else (field, self.key.key)
-        return encode(message, channel=self.key.channel, ts=ts, key=stream_key)
-
     def publish_snapshot(self, message: Message, ts: int) -> None:
-        self.snapshots.publish(self._encode(message, ts))
+        self.snapshots.publish(encode_for(self.key, message, ts, self.history))
 
     def publish_event(self, message: Message, ts: int) -> None:
-        self.events.publish(self._encode(message, ts))
+        frame = encode_for(self.key, message, ts, self.history)
+        self.history.record(self.key, frame)
+        self.events.publish(frame)
+
+
+def encode_for(key: StreamKey, message: Message, ts: int, history: StreamHistory) -> Frame:
+    """``message`` encoded for ``key``'s stream, at the stream's next offset."""
+    field = key.key_field
+    stream_key = None if field is None or key.key is None else (field, key.key)
+    return encode(message, channel=key.channel, ts=ts, key=stream_key, position=history.position(key))
+
+
+def record_event(key: StreamKey, message: Message, ts: int, history: StreamHistory) -> Frame:
+    """Keep an event in ``key``'s history without creating its topics (nobody may be watching)."""
+    frame = encode_for(key, message, ts, history)
+    history.record(key, frame)
+    return frame

@@ -8,7 +8,8 @@
     ├── feed        the price source
     ├── scanner     liquidation candidates across markets
     ├── sessions    one_for_one, dynamic: sessions/{address}
-    └── session-directory
+    ├── session-directory
+    └── history     trims the stream history by age
 
 Markets start first: they rebuild from the position store, and the chain
 actors deliver to them by name. The chain subtree restarts rest-for-one so a
@@ -25,8 +26,10 @@ from actors import Backoff, ChildSpec, Intensity, Strategy, Supervisor
 from perpstream.clock import WallClock
 from perpstream.config import Config, MarketConfig
 from perpstream.feeds import PriceFeed
+from perpstream.history import StreamHistory
 from perpstream.domain import normalize_feed_id
 from perpstream.services.feed_actor import PriceFeedActor
+from perpstream.services.history_actor import HISTORY, HistoryKeeper
 from perpstream.services.market import MarketActor, MarketSettings
 from perpstream.services.scanner import LiquidationScanner
 from perpstream.services.session import SessionDirectory, SessionSettings, session_spec
@@ -54,6 +57,7 @@ def build_tree(
     clock: WallClock,
     feed: PriceFeed,
     store: PositionSource,
+    history: StreamHistory,
     chain: Sequence[ChildSpec] = (),
 ) -> ServiceTree:
     """The root spec of the daemon's actor tree."""
@@ -67,7 +71,7 @@ def build_tree(
         warning_rearm_margin=config.risk.warning_rearm_margin,
     )
     def market_factory(market: MarketConfig) -> Callable[[], MarketActor]:
-        return lambda: MarketActor(market, settings=market_settings, store=store, clock=clock)
+        return lambda: MarketActor(market, settings=market_settings, store=store, clock=clock, history=history)
 
     markets = [
         ChildSpec(market_name(market.id), factory=market_factory(market), shutdown_timeout=5.0)
@@ -90,15 +94,17 @@ def build_tree(
             feed, markets_by_feed_id={normalize_feed_id(m.pyth_feed_id): m.id for m in config.markets})),
         ChildSpec(SCANNER, lambda: LiquidationScanner(
             markets=market_ids, interval_ms=streams.liquidations_interval_ms,
-            limit=streams.liquidation_candidates, event_buffer=config.ws.event_buffer, clock=clock)),
+            limit=streams.liquidation_candidates, event_buffer=config.ws.event_buffer, clock=clock,
+            history=history)),
         Supervisor.spec(SESSIONS, [], strategy=Strategy.ONE_FOR_ONE,
                         intensity=Intensity(max_restarts=50, within=10.0), backoff=RESTART_BACKOFF),
         ChildSpec(SESSION_DIRECTORY, lambda: SessionDirectory(
             supervisor=SESSIONS,
             session_spec=lambda address: session_spec(
-                address, markets=market_ids, settings=session_settings, clock=clock),
+                address, markets=market_ids, settings=session_settings, clock=clock, history=history),
             grace_s=config.sessions.grace_s,
         )),
+        ChildSpec(HISTORY, lambda: HistoryKeeper(history)),
     ]
     root = Supervisor.spec("root", children, strategy=Strategy.ONE_FOR_ONE,
                            intensity=ROOT_INTENSITY, backoff=RESTART_BACKOFF)

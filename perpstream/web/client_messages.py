@@ -13,7 +13,8 @@ from collections.abc import Collection
 
 import attrs
 
-from perpstream.streams import BadStreamParameter, StreamKey
+from perpstream.protocol import CloseCode
+from perpstream.streams import BadStreamParameter, Since, StreamKey, parse_since
 
 __all__ = [
     "ClientMessageError",
@@ -35,6 +36,8 @@ class Ping:
 class Subscribe:
     id: RequestId
     stream: StreamKey
+    #: Resume after this position instead of starting from the snapshot.
+    since: Since | None = None
 
 
 @attrs.frozen
@@ -66,6 +69,17 @@ def _request_id(data: dict[str, object]) -> RequestId:
     if value is None or (isinstance(value, (int, str)) and not isinstance(value, bool)):
         return value
     return None
+
+
+def _since(data: dict[str, object]) -> Since | None:
+    """``"since": {"epoch": E, "offset": N}``, if given."""
+    if "since" not in data or data["since"] is None:
+        return None
+    since = data["since"]
+    if not isinstance(since, dict):
+        raise BadStreamParameter("invalid_since", f"since: expected {{\"epoch\": ..., \"offset\": ...}}, got "
+                                 f"{json.dumps(since)[:64]}", CloseCode.INVALID_PARAMETER)
+    return parse_since(since.get("epoch"), since.get("offset"))
 
 
 def parse_client_message(
@@ -100,8 +114,9 @@ def parse_client_message(
             raise ClientMessageError("missing_channel", "subscribe needs a 'channel'", malformed=False, id=request_id)
         try:
             stream = StreamKey.parse(channel, data, markets)
+            since = _since(data) if op == "subscribe" else None
         except BadStreamParameter as exc:
             raise ClientMessageError(exc.code, exc.message, malformed=False, id=request_id) from None
-        return Subscribe(request_id, stream) if op == "subscribe" else Unsubscribe(request_id, stream)
+        return Subscribe(request_id, stream, since) if op == "subscribe" else Unsubscribe(request_id, stream)
     shown = op if isinstance(op, str) else json.dumps(op)
     raise ClientMessageError("unknown_op", f"unknown op: {shown[:64]!r}", malformed=False, id=request_id)

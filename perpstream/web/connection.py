@@ -24,6 +24,14 @@ connection's token bucket; over either, the client gets an ``error`` with
 Replies to the client's own messages (``pong``, ``error``, acks) and
 server-initiated closes go through a small private control topic on the
 same sink, so the writer stays the only sender and ordering is preserved.
+
+Offsets: every stream frame carries its stream's ``offset``, and the writer
+sends a stream's frames in offset order, never one at or below the last it
+sent (a snapshot and an event published back to back may be pending on two
+subscriptions; a resumed stream's replay overlaps what arrives live). A
+new subscription is held — live frames are taken and kept, not sent —
+until its start is written: ``connected``, then the missed events and the
+snapshot (resuming) or the snapshot alone, then what was held.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import attrs
 import trio
 
 from actors import Policy, Sink, Subscription, SubscriptionClosed, Topic
+from perpstream.history import Recovery
 from perpstream.protocol import (
     Channel,
     CloseCode,
@@ -45,11 +54,12 @@ from perpstream.protocol import (
     Goodbye,
     Message,
     Pong,
+    Resumed,
     Subscribed,
     Unsubscribed,
     encode,
 )
-from perpstream.streams import StreamKey
+from perpstream.streams import Since, StreamKey
 from perpstream.web.client_messages import (
     ClientMessageError,
     Ping,
@@ -113,9 +123,9 @@ class _Close:
 
 
 class _Stream:
-    """One subscribed stream: its two subscriptions and its ``seq``."""
+    """One subscribed stream: its two subscriptions, its ``seq``, the last offset sent."""
 
-    __slots__ = ("key", "snapshots", "events", "seq", "resources")
+    __slots__ = ("key", "snapshots", "events", "seq", "resources", "last_offset", "held")
 
     def __init__(self, key: StreamKey, snapshots: Subscription[Frame], events: Subscription[Frame]) -> None:
         self.key = key
@@ -123,10 +133,26 @@ class _Stream:
         self.events = events
         self.seq = 0
         self.resources = AsyncExitStack()
+        self.last_offset = 0
+        #: Live frames taken before the stream's start was written (None: started).
+        self.held: list[tuple[Frame, int]] | None = []
 
     def render(self, frame: Frame, skipped: int = 0) -> bytes:
         self.seq += 1
         return frame.render_bytes(self.seq, skipped)
+
+    def fresh(self, frame: Frame) -> bool:
+        """Whether ``frame`` comes after everything sent on this stream (and note it as sent)."""
+        if not frame.offset:
+            return True  # not a stream frame: never a repeat
+        if frame.offset <= self.last_offset:
+            return False
+        self.last_offset = frame.offset
+        return True
+
+
+def _by_offset(item: tuple[Frame, int]) -> int:
+    return item[0].offset
 
 
 class Connection:
@@ -155,14 +181,14 @@ class Connection:
 
     # ------------------------------------------------------------ public
 
-    async def serve(self, first: StreamKey | None) -> None:
-        """Run until closed; ``first`` is the stream of a single-stream path."""
+    async def serve(self, first: StreamKey | None, since: Since | None = None) -> None:
+        """Run until closed; ``first`` is the stream of a single-stream path, ``since`` where it resumes."""
         metrics = self.context.metrics
         metrics.connections.labels(self.endpoint).inc()
         self.context.connections.add(self)
         try:
             if first is not None:
-                await self._subscribe(first, request_id=None, ack=False)
+                await self._subscribe(first, request_id=None, ack=False, since=since)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_loop, nursery.cancel_scope)
                 await self._write_loop()
@@ -230,24 +256,50 @@ class Connection:
                 stream = self._by_subscription.get(subscription)
                 if stream is None:
                     continue  # unsubscribed while pending
-                while True:
-                    try:
-                        delivery = subscription.take()
-                    except SubscriptionClosed as closed:
-                        if closed.reason == "overflow":
-                            metrics.slow_consumer_closes.inc()
-                            log.info("closing a slow consumer on %s (%s)", self.endpoint, stream.key.name)
-                            await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
-                            return
-                        break
-                    if delivery is None:
-                        break
-                    frame: Frame = delivery.item
-                    if delivery.skipped:
-                        metrics.conflated.inc(delivery.skipped)
-                    payload = stream.render(frame, delivery.skipped)
-                    await self._send(payload)
-                    metrics.observe_sent(stream.key.channel.value, len(payload), frame.ts, self.context.clock.now_ms())
+                try:
+                    frames = self._take(stream)
+                except SubscriptionClosed:
+                    metrics.slow_consumer_closes.inc()
+                    log.info("closing a slow consumer on %s (%s)", self.endpoint, stream.key.name)
+                    await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
+                    return
+                if stream.held is not None:
+                    stream.held += frames
+                    if len(stream.held) > self.context.config.ws.event_buffer:
+                        metrics.slow_consumer_closes.inc()
+                        await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
+                        return
+                    continue
+                await self._send_frames(stream, frames)
+
+    def _take(self, stream: _Stream) -> list[tuple[Frame, int]]:
+        """Everything a stream has for the writer, in offset order; raises SubscriptionClosed on overflow."""
+        frames: list[tuple[Frame, int]] = []
+        for subscription in (stream.events, stream.snapshots):
+            while True:
+                try:
+                    delivery = subscription.take()
+                except SubscriptionClosed as closed:
+                    if closed.reason == "overflow":
+                        raise
+                    break
+                if delivery is None:
+                    break
+                frames.append((delivery.item, delivery.skipped))
+        if len(frames) > 1:
+            frames.sort(key=_by_offset)
+        return frames
+
+    async def _send_frames(self, stream: _Stream, frames: list[tuple[Frame, int]]) -> None:
+        metrics = self.context.metrics
+        for frame, skipped in frames:
+            if not stream.fresh(frame):
+                continue
+            if skipped:
+                metrics.conflated.inc(skipped)
+            payload = stream.render(frame, skipped)
+            await self._send(payload)
+            metrics.observe_sent(stream.key.channel.value, len(payload), frame.ts, self.context.clock.now_ms())
 
     async def _drain_control(self) -> bool:
         """Send queued control messages; True once the connection is closed."""
@@ -262,11 +314,9 @@ class Connection:
             if delivery is None:
                 return False
             item = delivery.item
-            if isinstance(item, _StreamFrame):
+            if isinstance(item, _Start):
                 if self.streams.get(item.stream.key.name) is item.stream:
-                    payload = item.stream.render(item.frame)
-                    await self._send(payload)
-                    self.context.metrics.count_sent(item.stream.key.channel.value, len(payload))
+                    await self._start(item)
                 continue
             if isinstance(item, _Close):
                 await self._close_now(item.code, item.goodbye)
@@ -275,6 +325,26 @@ class Connection:
             payload = self._system(item)
             await self._send(payload)
             self.context.metrics.count_sent(Channel.SYSTEM.value, len(payload))
+
+    async def _start(self, start: _Start) -> None:
+        """A new subscription's first frames: ``connected``, what it missed or the snapshot, what was held."""
+        stream = start.stream
+        payload = stream.render(self._connected_frame(stream.key, start.recovery))
+        await self._send(payload)
+        self.context.metrics.count_sent(stream.key.channel.value, len(payload))
+        frames: list[tuple[Frame, int]] = []
+        recovery = start.recovery
+        if recovery is not None and recovery.recovered:
+            frames += ((frame, 0) for frame in recovery.frames)
+            assert start.since is not None
+            stream.last_offset = start.since.offset  # the client has everything up to here
+        latest = self.context.topics(stream.key).snapshots.latest
+        if latest is not None:
+            frames.append((latest, 0))
+        held, stream.held = stream.held or [], None
+        frames += held
+        frames.sort(key=_by_offset)
+        await self._send_frames(stream, frames)
 
     async def _close_now(self, code: int, goodbye: str | None) -> None:
         if goodbye is not None:
@@ -318,7 +388,7 @@ class Connection:
                     f"then {limits.subscribe_rate_per_s:g} per second", wait)), request.id)
                 return
             if isinstance(request, Subscribe):
-                await self._subscribe(request.stream, request_id=request.id, ack=True)
+                await self._subscribe(request.stream, request_id=request.id, ack=True, since=request.since)
             elif isinstance(request, Unsubscribe):
                 stream = self.streams.get(request.stream.name)
                 if stream is None:
@@ -330,7 +400,9 @@ class Connection:
 
     # ------------------------------------------------------------ subscriptions
 
-    async def _subscribe(self, key: StreamKey, *, request_id: int | str | None, ack: bool) -> None:
+    async def _subscribe(
+        self, key: StreamKey, *, request_id: int | str | None, ack: bool, since: Since | None = None
+    ) -> None:
         limit = self.context.config.ws.max_subscriptions_per_connection
         if key.name in self.streams:
             self.reply(Error(code="already_subscribed", message=f"already subscribed to {key.name}", id=request_id))
@@ -366,12 +438,11 @@ class Connection:
         self._by_subscription[stream.events] = stream
         if ack:
             self.reply(Subscribed(id=request_id, subscription=key.name))
-        # connected, then the current snapshot at once: through the control
-        # topic so they follow the ack, and rendered on this stream's seq.
-        self._control_topic.publish(_StreamFrame(stream, self._connected_frame(key)))
-        latest = topics.snapshots.latest
-        if latest is not None:
-            self._control_topic.publish(_StreamFrame(stream, latest))
+        # Live first (the stream is held), then what the client missed: what
+        # is published meanwhile arrives live, and the writer drops a repeat.
+        recovery = None if since is None else await self.context.history.recover(key, since)
+        # Through the control topic, so the start follows the ack.
+        self._control_topic.publish(_Start(stream, since, recovery))
 
     def _refuse(self, refusal: Refusal, request_id: int | str | None) -> None:
         """Over a limit: ``error`` with ``retry_after_s``, then ``goodbye`` and close 4429."""
@@ -380,10 +451,12 @@ class Connection:
         self.reply(limit_error(refusal, request_id))
         self.close(CloseCode.TOO_MANY, refusal.code)
 
-    def _connected_frame(self, key: StreamKey) -> Frame:
+    def _connected_frame(self, key: StreamKey, recovery: Recovery | None) -> Frame:
         field = key.key_field
+        interval_ms, now_ms = self.context.interval_ms(key.channel), self.context.clock.now_ms()
         return encode(
-            Connected(interval_ms=self.context.interval_ms(key.channel), server_time=self.context.clock.now_ms()),
+            Connected(interval_ms=interval_ms, server_time=now_ms) if recovery is None
+            else Resumed(interval_ms=interval_ms, server_time=now_ms, recovered=recovery.recovered),
             channel=key.channel,
             ts=self.context.clock.now_ms(),
             key=None if field is None or key.key is None else (field, key.key),
@@ -400,8 +473,9 @@ class Connection:
 
 
 @attrs.frozen
-class _StreamFrame:
-    """A control item: a frame for one stream (its ``connected`` and first snapshot)."""
+class _Start:
+    """A control item: write a new subscription's start (see :meth:`Connection._start`)."""
 
     stream: _Stream
-    frame: Frame
+    since: Since | None
+    recovery: Recovery | None

@@ -18,7 +18,7 @@ from quart import Response, websocket
 from quart_trio import QuartTrio
 
 from perpstream.protocol import Channel, CloseCode, Error, Message, encode
-from perpstream.streams import BadStreamParameter, StreamKey
+from perpstream.streams import BadStreamParameter, Since, StreamKey, parse_since
 from perpstream.web.connection import Connection, WebSocketIO, limit_error, log_refusal
 from perpstream.web.context import AppContext
 from perpstream.web.rest_routes import error_response
@@ -50,6 +50,19 @@ def _client_address(context: AppContext) -> str:
     return context.addresses.resolve(peer, websocket.headers.getlist("X-Forwarded-For"))
 
 
+def _since_from_query() -> Since | None:
+    """``?epoch=E&offset=N``: where a single-stream path resumes (both or neither)."""
+    args = websocket.args
+    epoch, offset = args.get("epoch"), args.get("offset")
+    if epoch is None and offset is None:
+        return None
+    if epoch is None or offset is None:
+        missing = "epoch" if epoch is None else "offset"
+        raise BadStreamParameter("invalid_since", f"{missing}: resuming needs both epoch and offset",
+                                 CloseCode.INVALID_PARAMETER)
+    return parse_since(epoch, offset)
+
+
 async def _serve(context: AppContext, endpoint: str, key: Callable[[], StreamKey] | None) -> Response | None:
     client = _client_address(context)
     limits = context.limits
@@ -68,11 +81,12 @@ async def _serve(context: AppContext, endpoint: str, key: Callable[[], StreamKey
     try:
         try:
             stream = key() if key is not None else None
+            since = _since_from_query() if key is not None else None
         except BadStreamParameter as exc:
             await _refuse(context, Error(code=exc.code, message=exc.message), exc.code, exc.close_code)
             return None
         connection = Connection(_io(context), context, endpoint=endpoint, multiplexed=key is None, client=client)
-        await connection.serve(stream)
+        await connection.serve(stream, since)
     finally:
         limits.disconnect(client, context.clock.now())
     return None

@@ -10,6 +10,7 @@ import attrs
 from quart_trio import QuartTrio
 
 import actors
+from perpstream.history import StreamHistory
 from perpstream.chain.events import (
     EventMeta,
     IndexedEvent,
@@ -68,9 +69,11 @@ async def running_service(
     clock = WallClock(epoch_at_start=1_800_000_000.0)
     feed = SimulatedFeed.scripted(paths, interval=interval, wall_clock=lambda: clock.now() - feed_lag_s)
     store = store or MemoryPositionStore()
-    tree = build_tree(config, clock=clock, feed=feed, store=store)
+    history = StreamHistory.in_memory(size=config.streams.history_size, ttl_s=config.streams.history_ttl_s,
+                                      now_ms=clock.now_ms)
+    tree = build_tree(config, clock=clock, feed=feed, store=store, history=history)
     async with actors.open_system(tree.root) as system:
-        context = AppContext(config=config, registry=system.registry, clock=clock, metrics=Metrics())
+        context = AppContext(config=config, registry=system.registry, clock=clock, metrics=Metrics(), history=history)
         yield Service(config, system, context, create_app(context), store, feed, clock)
 
 

@@ -15,9 +15,10 @@ from decimal import Decimal
 import trio
 
 from actors import Actor, ActorContext, ChildSpec, Supervisor, open_system
+from perpstream.history import StreamHistory
 from perpstream.clock import WallClock
 from perpstream.protocol import Channel, LiquidationWarning, PositionView
-from perpstream.services.messages import GetUserPositions, UserEvent, UserPositions
+from perpstream.services.messages import GetUserPositions, UserPositions
 from perpstream.services.session import SessionSettings, UserSessionActor
 from perpstream.services.topics import StreamTopics, market_name, session_name
 from perpstream.streams import StreamKey
@@ -61,14 +62,17 @@ class ScriptedMarket(Actor):
 async def test_a_round_gathered_across_an_event_is_gathered_again(autojump_clock: trio.abc.Clock) -> None:
     fast, slow = ScriptedMarket(FAST, 0.0), ScriptedMarket(SLOW, 0.5)
     settings = SessionSettings(positions_interval_ms=2000)
-    session = UserSessionActor(ACCOUNT, markets=[FAST, SLOW], settings=settings, clock=WallClock())
+    clock = WallClock()
+    history = StreamHistory.in_memory(size=10, ttl_s=60, now_ms=clock.now_ms)
+    session = UserSessionActor(ACCOUNT, markets=[FAST, SLOW], settings=settings, clock=clock, history=history)
     root = Supervisor.spec("root", [
         ChildSpec(market_name(FAST), lambda: fast),
         ChildSpec(market_name(SLOW), lambda: slow),
         ChildSpec(session_name(ACCOUNT), lambda: session),
     ])
     async with open_system(root) as system:
-        snapshots = StreamTopics.of(system.registry, StreamKey(Channel.POSITIONS, ACCOUNT), settings.event_buffer).snapshots
+        topics = StreamTopics.of(system.registry, StreamKey(Channel.POSITIONS, ACCOUNT), settings.event_buffer, history)
+        snapshots = topics.snapshots
 
         def fast_size() -> str:
             assert snapshots.latest is not None
@@ -80,11 +84,11 @@ async def test_a_round_gathered_across_an_event_is_gathered_again(autojump_clock
         fast.answered = trio.Event()
         await fast.answered.wait()  # a periodic round is half-way: the slow market is still to answer
 
-        # The fast market changes the position and tells the session, as a market does.
+        # The fast market changes the position and publishes an event on the stream, as a market does.
         fast.size = "2"
         event = LiquidationWarning(position_id="0x" + "01" * 32, market_id=FAST, health_factor=Decimal("1.1"),
                                    liquidation_price=Decimal("90"), mark_price=Decimal("95"), severity="warning")
-        system.registry.ref(session_name(ACCOUNT)).send_nowait(UserEvent(event))
+        topics.publish_event(event, clock.now_ms())
         await trio.sleep(0.6)  # the slow answer is in; the stale round was not published
         assert session.updates == 1
         await trio.sleep(0.5)  # the round gathered again

@@ -1,0 +1,109 @@
+"""Every stream's offsets, epoch and history, for publishers and for resuming clients.
+
+Two epochs: the chain-derived streams (positions, liquidations) share a
+durable one when the daemon has a data directory — their state is rebuilt
+from the chain index after a restart, so their history can be kept too —
+and the others (prices, market stats) an in-memory one that a restart
+replaces, since their history really is lost then.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from perpstream.history._log import HistoryLog, Recovery
+from perpstream.history._sqlite import SqliteHistory
+from perpstream.protocol import Channel, Frame
+from perpstream.streams import Since, StreamKey
+
+__all__ = ["StreamHistory"]
+
+_DURABLE = frozenset({Channel.POSITIONS, Channel.LIQUIDATIONS})
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+class StreamHistory:
+    """Offsets for publishers, recovery for subscribers (see the package docs)."""
+
+    def __init__(
+        self, *, volatile: HistoryLog, durable: HistoryLog, now_ms: Callable[[], int], file: SqliteHistory | None = None
+    ) -> None:
+        self.volatile = volatile
+        self.durable = durable
+        self._now_ms = now_ms
+        self._file = file
+        self._published_chain_seq = 0
+
+    @classmethod
+    def in_memory(cls, *, size: int, ttl_s: float, now_ms: Callable[[], int]) -> StreamHistory:
+        """Both epochs in memory: a restart starts new ones."""
+        ttl_ms = int(ttl_s * 1000)
+        return cls(volatile=HistoryLog(_new_epoch(), size=size, ttl_ms=ttl_ms),
+                   durable=HistoryLog(_new_epoch(), size=size, ttl_ms=ttl_ms), now_ms=now_ms)
+
+    @classmethod
+    def open(cls, path: str | Path, *, size: int, ttl_s: float, now_ms: Callable[[], int]) -> StreamHistory:
+        """The chain-derived streams' epoch from (or into) the file at ``path``."""
+        ttl_ms = int(ttl_s * 1000)
+        file = SqliteHistory(path)
+        durable = file.load(size=size, ttl_ms=ttl_ms, now_ms=now_ms())
+        return cls(volatile=HistoryLog(_new_epoch(), size=size, ttl_ms=ttl_ms), durable=durable,
+                   now_ms=now_ms, file=file)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def log_of(self, key: StreamKey) -> HistoryLog:
+        return self.durable if key.channel in _DURABLE else self.volatile
+
+    # ------------------------------------------------------------ publishing
+
+    def position(self, key: StreamKey) -> tuple[int, str]:
+        """``(offset, epoch)`` for the next message of ``key``'s stream."""
+        log = self.log_of(key)
+        return log.allocate(key.name, self._now_ms()), log.epoch
+
+    def record(self, key: StreamKey, frame: Frame) -> None:
+        """Keep an event (its offset from :meth:`position`) for resuming clients."""
+        self.log_of(key).record(key.name, frame, self._now_ms())
+
+    @property
+    def published_chain_seq(self) -> int:
+        """The newest chain delivery whose messages are in the history (0: none yet)."""
+        return self._published_chain_seq if self._file is None else self._file.published_chain_seq
+
+    @contextmanager
+    def chain_delivery(self, seq: int) -> Iterator[None]:
+        """Publish one chain delivery's messages: they and its ``seq`` are kept together, or not at all."""
+        if self._file is None:
+            yield
+            self._published_chain_seq = max(self._published_chain_seq, seq)
+            return
+        with self._file.transaction():
+            yield
+            self._file.mark_published(seq)
+
+    def sweep(self) -> None:
+        """Trim by age and forget idle streams (called every second or so)."""
+        now_ms = self._now_ms()
+        for log in (self.volatile, self.durable):
+            log.sweep(now_ms)
+
+    # ------------------------------------------------------------ resuming
+
+    async def recover(self, key: StreamKey, since: Since) -> Recovery:
+        """What a client that received ``key``'s stream up to ``since`` missed.
+
+        Asynchronous because a shared history elsewhere (another process)
+        needs I/O; this one answers at once. The caller subscribes to the
+        live stream *before* asking and drops live frames at or below the
+        newest one recovered, so nothing published meanwhile is lost or doubled.
+        """
+        return self.log_of(key).recover(key.name, since, self._now_ms())
