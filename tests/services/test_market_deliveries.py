@@ -82,6 +82,25 @@ def test_deliveries_the_snapshot_reflects_or_already_applied_are_skipped() -> No
     assert market.delivered_through == 4
 
 
+def test_deliveries_stored_but_never_published_are_published_after_a_restart_without_applying_them_again() -> None:
+    # The daemon stored seqs 3 and 4 but was killed before their messages
+    # reached the stream history (which has everything through seq 2).
+    store = MemoryPositionStore()
+    store.put(stored(1, size="2", last_event=meta(11)))
+    store.delivered_through = 4
+    market = core(BTC, store.snapshot(BTC), published_through=2)
+    redelivered = [
+        delivery(opened(1, meta(10)), "pending", 3, before=None),
+        delivery(modified(1, meta(11), size="2"), "pending", 4, before=stored(1, last_event=meta(10))),
+    ]
+    messages = [m for d in redelivered for _, m in market.on_delivery(d, T0_MS).user_events]
+    assert [(m.type, m.event.block_number, m.finality) for m in messages] == [
+        ("position_opened", 10, "pending"), ("position_modified", 11, "pending")]
+    assert market.book.get(pid(1)).size == Decimal(2) and market.volume_total == 0  # not applied twice
+    # Once published, a further redelivery (another crash before the acknowledgement) is not published again.
+    assert market.on_delivery(redelivered[1], T0_MS).user_events == []
+
+
 def _finality_story() -> tuple[list[dict], object]:
     """Open, modify, close within the window, then the three final copies (as the store sends them)."""
     market = core(BTC)
