@@ -10,6 +10,7 @@ is recorded as a repeat, so a test can require there are none.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -99,4 +100,11 @@ class ResumingClient:
         """Until ``name``'s stream has been received through ``offset`` (while another task reads)."""
         with trio.fail_after(timeout):
             while (position := self.positions.get(name)) is None or position[1] < offset:
+                await self._arrived.wait()
+
+    async def wait_for_event(self, name: str, accept: Callable[[dict[str, Any]], bool], *,
+                             timeout: float = 20) -> None:
+        """Until an event of ``name``'s stream that ``accept`` accepts has arrived (while another task reads)."""
+        with trio.fail_after(timeout):
+            while not any(accept(e) for e in self.events.get(name, [])):
                 await self._arrived.wait()
