@@ -10,7 +10,7 @@ trimmed away) it gets ``recovered: false`` and the snapshot. See
 ``docs/websocket.md``, "Resuming a stream".
 """
 
-from perpstream.history._log import HistoryLog, Persistence, Recovery
+from perpstream.history._log import HistoryLog, Persistence, Recovery, StreamRecovery
 from perpstream.history._sqlite import HISTORY_FILENAME, SqliteHistory
 from perpstream.history._streams import StreamHistory
 
@@ -21,4 +21,5 @@ __all__ = [
     "Recovery",
     "SqliteHistory",
     "StreamHistory",
+    "StreamRecovery",
 ]

@@ -23,9 +23,9 @@ from typing import Protocol
 import attrs
 
 from perpstream.protocol import Frame
-from perpstream.streams import Since
+from perpstream.streams import Since, StreamKey
 
-__all__ = ["HistoryLog", "Persistence", "Recovery"]
+__all__ = ["HistoryLog", "Persistence", "Recovery", "StreamRecovery"]
 
 
 @attrs.frozen
@@ -34,6 +34,13 @@ class Recovery:
 
     recovered: bool
     frames: tuple[Frame, ...] = ()
+
+
+class StreamRecovery(Protocol):
+    """Where a resuming subscription learns what it missed (this process's history, or a shared one)."""
+
+    async def recover(self, key: StreamKey, since: Since) -> Recovery:
+        """The events of ``key``'s stream after ``since``, if they can all be told."""
 
 
 class Persistence(Protocol):

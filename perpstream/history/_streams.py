@@ -74,6 +74,9 @@ class StreamHistory:
         """Keep an event (its offset from :meth:`position`) for resuming clients."""
         self.log_of(key).record(key.name, frame, self._now_ms())
 
+    def snapshot(self, key: StreamKey, frame: Frame) -> None:
+        """A snapshot was published (the topic keeps the newest; nothing to keep here)."""
+
     @property
     def published_chain_seq(self) -> int:
         """The newest chain delivery whose messages are in the history (0: none yet)."""

@@ -41,7 +41,7 @@ from perpstream.services.messages import (
 from perpstream.services.queries import MarketQueries
 from perpstream.services.store import PositionSource
 from perpstream.history import StreamHistory
-from perpstream.services.topics import StreamTopics, record_event
+from perpstream.services.topics import StreamPublisher, record_event
 from perpstream.streams import StreamKey
 
 __all__ = ["MarketActor", "MarketSettings", "market_params"]
@@ -89,9 +89,9 @@ class MarketActor(Actor):
         self._price_dirty = trio.Event()
         self._ctx: ActorContext | None = None
         self._queries: MarketQueries | None = None
-        self._prices: StreamTopics | None = None
-        self._stats: StreamTopics | None = None
-        self._liquidations: StreamTopics | None = None
+        self._prices: StreamPublisher | None = None
+        self._stats: StreamPublisher | None = None
+        self._liquidations: StreamPublisher | None = None
 
     # ------------------------------------------------------------ life cycle
 
@@ -100,14 +100,14 @@ class MarketActor(Actor):
         self.core = MarketCore.rebuilt(self.params, self.settings, self.store.snapshot(self.market_id),
                                        self.clock.now_ms(), published_through=self.history.published_chain_seq)
         buffer = self.settings.event_buffer
-        self._prices = StreamTopics.of(ctx, StreamKey(Channel.PRICES, self.market_id), buffer, self.history)
-        self._stats = StreamTopics.of(ctx, StreamKey(Channel.MARKET_STATS, self.market_id), buffer, self.history)
-        self._liquidations = StreamTopics.of(ctx, StreamKey(Channel.LIQUIDATIONS), buffer, self.history)
+        self._prices = StreamPublisher.of(ctx, StreamKey(Channel.PRICES, self.market_id), buffer, self.history)
+        self._stats = StreamPublisher.of(ctx, StreamKey(Channel.MARKET_STATS, self.market_id), buffer, self.history)
+        self._liquidations = StreamPublisher.of(ctx, StreamKey(Channel.LIQUIDATIONS), buffer, self.history)
         # Not ``ctx.incarnation > 1``: when the markets supervisor itself is
         # restarted (it escalated), its new cells count incarnations from 1
         # again, yet the topics (registry-owned) and their subscribers are the
         # same. An earlier incarnation always left a stats snapshot behind.
-        if self._stats.snapshots.latest is not None:
+        if self._stats.topics.snapshots.latest is not None:
             for topics in (self._prices, self._stats):
                 topics.publish_event(Resync(reason="market_restarted"), self.clock.now_ms())
         self._publish_stats()

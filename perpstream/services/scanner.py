@@ -22,7 +22,7 @@ from perpstream.history import StreamHistory
 from perpstream.protocol import Candidate, Channel, LiquidationAlert
 from perpstream.services.messages import MarketCandidates
 from perpstream.services.queries import MarketQueries, MarketUnavailable
-from perpstream.services.topics import StreamTopics
+from perpstream.services.topics import StreamPublisher
 from perpstream.streams import StreamKey
 
 __all__ = ["LiquidationScanner"]
@@ -61,11 +61,11 @@ class LiquidationScanner(Actor):
         self.latest: LiquidationAlert | None = None
         self.scans = 0
         self._queries: MarketQueries | None = None
-        self._topics: StreamTopics | None = None
+        self._topics: StreamPublisher | None = None
 
     async def setup(self, ctx: ActorContext) -> None:
         self._queries = MarketQueries.of(ctx.registry, self.clock.now_ms)
-        self._topics = StreamTopics.of(ctx, StreamKey(Channel.LIQUIDATIONS), self.event_buffer, self.history)
+        self._topics = StreamPublisher.of(ctx, StreamKey(Channel.LIQUIDATIONS), self.event_buffer, self.history)
         await self.scan()
         ctx.nursery.start_soon(self._scan_periodically)
 

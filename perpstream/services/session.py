@@ -47,7 +47,7 @@ from perpstream.clock import WallClock
 from perpstream.history import StreamHistory
 from perpstream.protocol import Channel, PositionsUpdate, PositionView, Resync
 from perpstream.services.messages import GetUserPositions, UserPositions
-from perpstream.services.topics import StreamTopics, market_name, session_name
+from perpstream.services.topics import StreamPublisher, market_name, session_name
 from perpstream.streams import StreamKey
 
 __all__ = ["SessionDirectory", "SessionSettings", "UserSessionActor", "acquire_session", "session_spec"]
@@ -82,17 +82,17 @@ class UserSessionActor(Actor):
         self.settings = settings
         self.clock = clock
         self.updates = 0
-        self._topics: StreamTopics | None = None
+        self._topics: StreamPublisher | None = None
         self._ctx: ActorContext | None = None
 
     async def setup(self, ctx: ActorContext) -> None:
         self._ctx = ctx
-        self._topics = StreamTopics.of(ctx, StreamKey(Channel.POSITIONS, self.address), self.settings.event_buffer,
+        self._topics = StreamPublisher.of(ctx, StreamKey(Channel.POSITIONS, self.address), self.settings.event_buffer,
                                        self.history)
         # A snapshot left by an earlier session means subscribers who may have
         # missed events: this session restarted, or was started again after the
         # sessions supervisor itself restarted (its cells count from 1 anew).
-        if self._topics.snapshots.latest is not None:
+        if self._topics.topics.snapshots.latest is not None:
             self._topics.publish_event(Resync(reason="session_restarted"), self.clock.now_ms())
         await self._publish_positions()  # the snapshot a new subscriber gets at once
         ctx.nursery.start_soon(self._publish_periodically)
@@ -139,7 +139,7 @@ class UserSessionActor(Actor):
         the round is skipped and the next one, an interval later, tries again.
         """
         assert self._topics is not None
-        events = self._topics.events
+        events = self._topics.topics.events
         for _ in range(self.GATHER_ATTEMPTS):
             relayed = events.published
             views: list[PositionView] = []

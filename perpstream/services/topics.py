@@ -18,7 +18,7 @@ from perpstream.history import StreamHistory
 from perpstream.protocol import Frame, Message, encode
 from perpstream.streams import StreamKey
 
-__all__ = ["StreamTopics", "encode_for", "record_event", "market_name", "session_name", "FEED", "INDEXER", "SCANNER", "SESSIONS", "SESSION_DIRECTORY"]
+__all__ = ["StreamPublisher", "StreamTopics", "encode_for", "record_event", "market_name", "session_name", "FEED", "INDEXER", "SCANNER", "SESSIONS", "SESSION_DIRECTORY"]
 
 FEED = "feed"
 INDEXER = "indexer"
@@ -43,34 +43,50 @@ class _TopicSource(Protocol):
 
 @attrs.frozen
 class StreamTopics:
-    """A stream's snapshot and events topics, publishing encoded frames.
-
-    Every frame takes the stream's next offset; events are also kept in the
-    stream's history for clients that resume (:mod:`perpstream.history`).
-    """
+    """A stream's snapshot and events topics: what a subscriber attaches to."""
 
     key: StreamKey
     snapshots: Topic[Frame]
     events: Topic[Frame]
-    history: StreamHistory
 
     @classmethod
-    def of(cls, source: _TopicSource, key: StreamKey, event_buffer: int, history: StreamHistory) -> StreamTopics:
+    def of(cls, source: _TopicSource, key: StreamKey, event_buffer: int) -> StreamTopics:
         """Get (or create) the stream's topics from a registry or an actor context."""
         return cls(
             key,
             source.topic(key.topic, policy=Policy.CONFLATE, capacity=1),
             source.topic(key.events_topic, policy=Policy.QUEUE, capacity=event_buffer),
-            history,
         )
 
+
+@attrs.frozen
+class StreamPublisher:
+    """Publishes a stream: each message encoded once, at the stream's next offset.
+
+    Events are also kept in the stream's history for clients that resume
+    (:mod:`perpstream.history`), and everything published is handed on to
+    the history's relay, if it has one (another process's subscribers).
+    """
+
+    topics: StreamTopics
+    history: StreamHistory
+
+    @classmethod
+    def of(cls, source: _TopicSource, key: StreamKey, event_buffer: int, history: StreamHistory) -> StreamPublisher:
+        return cls(StreamTopics.of(source, key, event_buffer), history)
+
+    @property
+    def key(self) -> StreamKey:
+        return self.topics.key
+
     def publish_snapshot(self, message: Message, ts: int) -> None:
-        self.snapshots.publish(encode_for(self.key, message, ts, self.history))
+        frame = encode_for(self.key, message, ts, self.history)
+        self.history.snapshot(self.key, frame)
+        self.topics.snapshots.publish(frame)
 
     def publish_event(self, message: Message, ts: int) -> None:
-        frame = encode_for(self.key, message, ts, self.history)
-        self.history.record(self.key, frame)
-        self.events.publish(frame)
+        frame = record_event(self.key, message, ts, self.history)
+        self.topics.events.publish(frame)
 
 
 def encode_for(key: StreamKey, message: Message, ts: int, history: StreamHistory) -> Frame:

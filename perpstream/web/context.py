@@ -11,7 +11,7 @@ import attrs
 from actors import Registry
 from perpstream.clock import WallClock
 from perpstream.config import Config
-from perpstream.history import StreamHistory
+from perpstream.history import StreamHistory, StreamRecovery
 from perpstream.protocol import Channel
 from perpstream.services.session import acquire_session
 from perpstream.services.topics import SESSION_DIRECTORY, StreamTopics
@@ -44,8 +44,8 @@ class AppContext:
     guard_stats: Callable[[], dict[str, int]] = lambda: {}
     # The guarded socket stream of a client (by ASGI scope "client"), if served by our server.
     stream_of: Callable[[Any], GuardedStream | None] = lambda client: None
-    # Offsets and history of every stream: the actor tree's (the daemon passes it).
-    history: StreamHistory = attrs.field(default=attrs.Factory(
+    # Where resuming subscriptions read what they missed: the actor tree's history (the daemon passes it).
+    history: StreamRecovery = attrs.field(default=attrs.Factory(
         lambda self: StreamHistory.in_memory(size=self.config.streams.history_size,
                                              ttl_s=self.config.streams.history_ttl_s, now_ms=self.clock.now_ms),
         takes_self=True))
@@ -55,7 +55,7 @@ class AppContext:
         return [m.id for m in self.config.markets]
 
     def topics(self, key: StreamKey) -> StreamTopics:
-        return StreamTopics.of(self.registry, key, self.config.ws.event_buffer, self.history)
+        return StreamTopics.of(self.registry, key, self.config.ws.event_buffer)
 
     def interval_ms(self, channel: Channel) -> int:
         streams = self.config.streams

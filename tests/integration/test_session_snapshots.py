@@ -20,7 +20,7 @@ from perpstream.clock import WallClock
 from perpstream.protocol import Channel, LiquidationWarning, PositionView
 from perpstream.services.messages import GetUserPositions, UserPositions
 from perpstream.services.session import SessionSettings, UserSessionActor
-from perpstream.services.topics import StreamTopics, market_name, session_name
+from perpstream.services.topics import StreamPublisher, market_name, session_name
 from perpstream.streams import StreamKey
 
 ACCOUNT = "0x" + "ab" * 20
@@ -71,8 +71,8 @@ async def test_a_round_gathered_across_an_event_is_gathered_again(autojump_clock
         ChildSpec(session_name(ACCOUNT), lambda: session),
     ])
     async with open_system(root) as system:
-        topics = StreamTopics.of(system.registry, StreamKey(Channel.POSITIONS, ACCOUNT), settings.event_buffer, history)
-        snapshots = topics.snapshots
+        topics = StreamPublisher.of(system.registry, StreamKey(Channel.POSITIONS, ACCOUNT), settings.event_buffer, history)
+        snapshots = topics.topics.snapshots
 
         def fast_size() -> str:
             assert snapshots.latest is not None

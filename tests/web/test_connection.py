@@ -20,7 +20,7 @@ import trio
 import actors
 from perpstream.clock import WallClock
 from perpstream.protocol import Channel, FundingRateUpdate, PriceUpdate
-from perpstream.services.topics import StreamTopics
+from perpstream.services.topics import StreamPublisher
 from perpstream.streams import StreamKey
 from perpstream.web.connection import Connection, WebSocketIO
 from perpstream.web.context import AppContext
@@ -93,7 +93,7 @@ async def connection(
 async def test_a_slow_reader_gets_the_newest_snapshot_with_a_conflated_count(autojump_clock: trio.abc.Clock) -> None:
     socket = FakeSocket()
     async with connection(socket, PRICES) as (context, _):
-        topics = StreamTopics.of(context.registry, PRICES, 4, context.history)
+        topics = StreamPublisher.of(context.registry, PRICES, 4, context.history)
         topics.publish_snapshot(_price(0), 1)
         await trio.sleep(0.01)
         socket.hold()
@@ -117,7 +117,7 @@ async def test_event_overflow_closes_only_that_connection_with_1013(autojump_clo
             nursery.start_soon(fast_conn.serve, STATS)
             await trio.sleep(0.01)
             slow.hold()
-            topics = StreamTopics.of(context.registry, STATS, 4, context.history)
+            topics = StreamPublisher.of(context.registry, STATS, 4, context.history)
             update = FundingRateUpdate(funding_rate=Decimal("0.0001"), previous_funding_rate=Decimal(0),
                                        funding_index=Decimal(1), source="model")
             # One send is in flight (held); the queue holds 4 more; the 6th overflows.
@@ -161,7 +161,7 @@ async def test_ping_gets_pong_on_the_stream_seq(autojump_clock: trio.abc.Clock) 
 async def test_multiplexed_subscribe_and_unsubscribe_with_acks(autojump_clock: trio.abc.Clock) -> None:
     socket = FakeSocket()
     async with connection(socket, None) as (context, conn):
-        StreamTopics.of(context.registry, PRICES, 4, context.history).publish_snapshot(_price(1), 1)
+        StreamPublisher.of(context.registry, PRICES, 4, context.history).publish_snapshot(_price(1), 1)
         await socket.inbox_send.send(json.dumps({"op": "subscribe", "channel": "prices", "market_id": "BTC-USDC-PERP", "id": 7}))
         await socket.inbox_send.send(json.dumps({"op": "subscribe", "channel": "market_stats", "market_id": BTC, "id": "b"}))
         await socket.inbox_send.send(json.dumps({"op": "subscribe", "channel": "prices", "market_id": "doge", "id": 9}))
@@ -293,7 +293,7 @@ async def test_an_address_s_subscriptions_are_released_when_its_connections_leav
 async def test_closes_bytes_and_subscriptions_are_counted_without_addresses(autojump_clock: trio.abc.Clock) -> None:
     socket = FakeSocket()
     async with connection(socket, PRICES) as (context, conn):
-        StreamTopics.of(context.registry, PRICES, 4, context.history).publish_snapshot(_price(1), 1)
+        StreamPublisher.of(context.registry, PRICES, 4, context.history).publish_snapshot(_price(1), 1)
         await trio.sleep(0.1)
         conn.close(1000, None)
         await trio.sleep(0.1)
@@ -333,7 +333,7 @@ async def test_a_peer_that_resets_under_a_write_ends_the_connection_quietly(auto
     context = AppContext(config=config, registry=actors.Registry(), clock=WallClock(), metrics=Metrics())
     io = WebSocketIO(send=reset, receive=socket.receive, close=socket.close)
     conn = Connection(io, context, endpoint="test", multiplexed=False, client="198.51.100.7")
-    StreamTopics.of(context.registry, PRICES, 4, context.history).publish_snapshot(_price(0), 1)
+    StreamPublisher.of(context.registry, PRICES, 4, context.history).publish_snapshot(_price(0), 1)
     with trio.fail_after(5):
         await conn.serve(PRICES)
     assert conn.closed and conn not in context.connections

@@ -20,7 +20,7 @@ import trio
 
 from perpstream.clock import WallClock
 from perpstream.history import Recovery, StreamHistory
-from perpstream.services.topics import StreamTopics
+from perpstream.services.topics import StreamPublisher
 from perpstream.streams import Since, StreamKey
 from perpstream.web.connection import Connection
 from perpstream.web.context import AppContext
@@ -64,6 +64,11 @@ async def client(context: AppContext, since: Since | None = None) -> AsyncIterat
         nursery.cancel_scope.cancel()
 
 
+def publisher(context: AppContext) -> StreamPublisher:
+    assert isinstance(context.history, StreamHistory)
+    return StreamPublisher.of(context.registry, STATS, 64, context.history)
+
+
 def stream_frames(socket: FakeSocket) -> list[dict[str, Any]]:
     return [m for m in socket.sent if "offset" in m]
 
@@ -77,10 +82,10 @@ def last_position(socket: FakeSocket) -> Since:
     return Since(last["epoch"], last["offset"])
 
 
-async def run_with_a_stayer(context: AppContext, during: Callable[[StreamTopics], None] | None = None,
+async def run_with_a_stayer(context: AppContext, during: Callable[[StreamPublisher], None] | None = None,
                             *, before: int = 3, away: int = 4) -> tuple[FakeSocket, FakeSocket]:
     """A control client stays while another leaves after ``before`` events and resumes after ``away`` more."""
-    topics = context.topics(STATS)
+    topics = publisher(context)
     topics.publish_snapshot(stats(), 0)
     async with client(context) as stayer:
         async with client(context) as leaver:
@@ -121,7 +126,7 @@ async def test_events_published_while_the_history_answer_is_on_its_way_are_neith
 ) -> None:
     context = make_context(slow=True)
 
-    def publish_meanwhile(topics: StreamTopics) -> None:
+    def publish_meanwhile(topics: StreamPublisher) -> None:
         for n in range(5):
             topics.publish_event(funding(200 + n), 0)
 
@@ -135,7 +140,7 @@ async def test_events_both_live_and_in_a_history_read_after_them_go_out_once(aut
     assert isinstance(context.history, SlowHistory)
     context.history.read_first = False  # the answer includes what was published while it was on its way
 
-    def publish_meanwhile(topics: StreamTopics) -> None:
+    def publish_meanwhile(topics: StreamPublisher) -> None:
         for n in range(5):
             topics.publish_event(funding(200 + n), 0)
 
@@ -147,7 +152,7 @@ async def test_events_both_live_and_in_a_history_read_after_them_go_out_once(aut
 async def test_history_trimmed_after_it_was_read_costs_nothing(autojump_clock: trio.abc.Clock) -> None:
     context = make_context(size=4, slow=True)
 
-    def trim_meanwhile(topics: StreamTopics) -> None:
+    def trim_meanwhile(topics: StreamPublisher) -> None:
         for n in range(6):  # pushes every replayed event out of a 4-event history
             topics.publish_event(funding(300 + n), 0)
 
@@ -161,7 +166,7 @@ async def test_history_trimmed_before_it_is_read_does_not_recover_and_says_so(au
     assert isinstance(context.history, SlowHistory)
     context.history.read_first = False
 
-    def trim_meanwhile(topics: StreamTopics) -> None:
+    def trim_meanwhile(topics: StreamPublisher) -> None:
         for n in range(6):
             topics.publish_event(funding(300 + n), 0)
 
@@ -177,7 +182,7 @@ async def test_another_epoch_or_an_offset_ahead_gets_the_snapshot_and_recovered_
     autojump_clock: trio.abc.Clock,
 ) -> None:
     context = make_context()
-    topics = context.topics(STATS)
+    topics = publisher(context)
     topics.publish_event(funding(1), 0)
     topics.publish_snapshot(stats(), 0)
     epoch = context.history.log_of(STATS).epoch
@@ -193,7 +198,7 @@ async def test_a_stream_s_frames_pending_on_both_subscriptions_go_out_in_offset_
     autojump_clock: trio.abc.Clock,
 ) -> None:
     context = make_context()
-    topics = context.topics(STATS)
+    topics = publisher(context)
     async with client(context) as socket:
         socket.hold()
         topics.publish_event(funding(1), 0)  # the first one's send is held; the rest wait
@@ -210,7 +215,7 @@ async def test_a_stream_s_frames_pending_on_both_subscriptions_go_out_in_offset_
 
 async def test_since_on_the_multiplexed_path_resumes_and_a_bad_one_is_refused(autojump_clock: trio.abc.Clock) -> None:
     context = make_context()
-    topics = context.topics(STATS)
+    topics = publisher(context)
     first = topics.history.position(STATS)  # a position the client "saw"
     topics.publish_event(funding(1), 0)
     socket = FakeSocket()
