@@ -12,13 +12,14 @@ trimmed away) it gets ``recovered: false`` and the snapshot. See
 
 from perpstream.history._log import HistoryLog, Persistence, Recovery, StreamRecovery
 from perpstream.history._sqlite import HISTORY_FILENAME, SqliteHistory
-from perpstream.history._streams import StreamHistory
+from perpstream.history._streams import SnapshotRelay, StreamHistory
 
 __all__ = [
     "HISTORY_FILENAME",
     "HistoryLog",
     "Persistence",
     "Recovery",
+    "SnapshotRelay",
     "SqliteHistory",
     "StreamHistory",
     "StreamRecovery",

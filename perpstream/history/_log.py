@@ -62,10 +62,13 @@ class Persistence(Protocol):
 class _Stream:
     __slots__ = ("events", "head", "trimmed_through", "last_at_ms")
 
-    def __init__(self) -> None:
+    def __init__(self, trimmed_through: int) -> None:
         self.events: deque[tuple[int, Frame]] = deque()  # (recorded at, frame)
         self.head = 0  # newest offset published on the stream (event or snapshot)
-        self.trimmed_through = 0  # newest offset of an event no longer kept
+        #: Newest offset of an event no longer kept. A stream seen anew may be
+        #: one forgotten before, whose lost events are unknown: it starts at
+        #: the epoch's ``forgotten_through``.
+        self.trimmed_through = trimmed_through
         self.last_at_ms = 0
 
 
@@ -111,7 +114,7 @@ class HistoryLog:
             self._persistence.reserve(self._reserved)
         state = self._streams.get(stream)
         if state is None:
-            state = self._streams[stream] = _Stream()
+            state = self._streams[stream] = _Stream(self.forgotten_through)
         state.head = offset
         state.last_at_ms = now_ms
         return offset
@@ -120,7 +123,7 @@ class HistoryLog:
         """Keep the event ``frame`` (offset from :meth:`allocate`) in ``stream``'s history."""
         state = self._streams.get(stream)
         if state is None:
-            state = self._streams[stream] = _Stream()
+            state = self._streams[stream] = _Stream(self.forgotten_through)
             state.head = frame.offset
         state.events.append((now_ms, frame))
         state.last_at_ms = now_ms
@@ -191,9 +194,8 @@ class HistoryLog:
 
     def restore(self, stream: str, frames: list[tuple[int, Frame]], trimmed_through: int) -> None:
         """Put back a stream's kept events, as a durable epoch read them at start-up."""
-        state = self._streams[stream] = _Stream()
+        state = self._streams[stream] = _Stream(max(trimmed_through, self.forgotten_through))
         state.events.extend(frames)
-        state.trimmed_through = trimmed_through
         # Snapshots after its last event took offsets too, unrecorded: any
         # offset handed out before the restart may be a client's last.
         state.head = self.head

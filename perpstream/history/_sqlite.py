@@ -6,7 +6,7 @@ which is durable, so their history is too: after a restart on the same
 what it missed. The file holds the epoch, the offsets reserved so far (a
 block at a time, so a crash never reuses one), each kept event's frame, how
 far each stream was trimmed, and the newest chain delivery whose messages
-were published (see :attr:`SqliteHistory.published_chain_seq`).
+were published, per market (see :meth:`SqliteHistory.published_through`).
 
 Writes happen on the trio thread, one small insert per event (events are
 rare next to snapshots); WAL with ``synchronous=NORMAL`` keeps that cheap.
@@ -54,7 +54,6 @@ class SqliteHistory:
         self._conn.executescript(_SCHEMA)
         self._depth = 0
         self.epoch = self._meta("epoch") or self._new_epoch()
-        self.published_chain_seq = int(self._meta("published_chain_seq") or 0)
 
     def close(self) -> None:
         self._conn.close()
@@ -63,7 +62,7 @@ class SqliteHistory:
     def transaction(self) -> Iterator[None]:
         """One commit for everything inside (nested uses join the outermost).
 
-        A chain delivery's messages and its ``published_chain_seq`` go in one
+        A chain delivery's messages and its market's published seq go in one
         transaction, so a crash leaves either all of them or none.
         """
         if self._depth == 0:
@@ -122,11 +121,18 @@ class SqliteHistory:
             (frame.offset, stream, at_ms, frame.type, frame.ts, frame.body),
         )
 
-    def mark_published(self, chain_seq: int) -> None:
-        """Chain deliveries up to ``chain_seq`` have had their messages published."""
-        if chain_seq > self.published_chain_seq:
-            self.published_chain_seq = chain_seq
-            self._set("published_chain_seq", chain_seq)
+    def published_through(self, market_id: str) -> int:
+        """The newest chain delivery ``market_id`` has published the messages of (0: none)."""
+        return int(self._meta(f"published_chain_seq:{market_id}") or 0)
+
+    def mark_published(self, market_id: str, chain_seq: int) -> None:
+        """``market_id`` has published the messages of the chain deliveries up to ``chain_seq``.
+
+        Per market: a modification goes to every market, and only the one
+        holding the position has anything to say about it.
+        """
+        if chain_seq > self.published_through(market_id):
+            self._set(f"published_chain_seq:{market_id}", chain_seq)
 
     def trimmed(self, stream: str, through: int, offsets: list[int]) -> None:
         with self.transaction():

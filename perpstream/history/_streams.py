@@ -1,10 +1,12 @@
 """Every stream's offsets, epoch and history, for publishers and for resuming clients.
 
-Two epochs: the chain-derived streams (positions, liquidations) share a
-durable one when the daemon has a data directory — their state is rebuilt
-from the chain index after a restart, so their history can be kept too —
-and the others (prices, market stats) an in-memory one that a restart
-replaces, since their history really is lost then.
+In one process, two epochs: the chain-derived streams (positions,
+liquidations) share a durable one when the daemon has a data directory —
+their state is rebuilt from the chain index after a restart, so their
+history can be kept too — and the others (prices, market stats) an
+in-memory one that a restart replaces, since their history really is lost
+then. A core publishing to edges keeps one epoch for all of them in Redis
+(:meth:`StreamHistory.on_bus`), where it outlives any one core.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from perpstream.history._log import HistoryLog, Recovery
 from perpstream.history._sqlite import SqliteHistory
 from perpstream.protocol import Channel, Frame
 from perpstream.streams import Since, StreamKey
 
-__all__ = ["StreamHistory"]
+__all__ = ["SnapshotRelay", "StreamHistory"]
 
 _DURABLE = frozenset({Channel.POSITIONS, Channel.LIQUIDATIONS})
 
@@ -28,17 +31,25 @@ def _new_epoch() -> str:
     return secrets.token_hex(6)
 
 
+class SnapshotRelay(Protocol):
+    """Where snapshots go besides this process's topics (events go through the log's persistence)."""
+
+    def snapshot(self, stream: str, frame: Frame, at_ms: int) -> None: ...
+
+
 class StreamHistory:
     """Offsets for publishers, recovery for subscribers (see the package docs)."""
 
     def __init__(
-        self, *, volatile: HistoryLog, durable: HistoryLog, now_ms: Callable[[], int], file: SqliteHistory | None = None
+        self, *, volatile: HistoryLog, durable: HistoryLog, now_ms: Callable[[], int], file: SqliteHistory | None = None,
+        relay: SnapshotRelay | None = None,
     ) -> None:
         self.volatile = volatile
         self.durable = durable
         self._now_ms = now_ms
         self._file = file
-        self._published_chain_seq = 0
+        self._relay = relay
+        self._published: dict[str, int] = {}
 
     @classmethod
     def in_memory(cls, *, size: int, ttl_s: float, now_ms: Callable[[], int]) -> StreamHistory:
@@ -55,6 +66,11 @@ class StreamHistory:
         durable = file.load(size=size, ttl_ms=ttl_ms, now_ms=now_ms())
         return cls(volatile=HistoryLog(_new_epoch(), size=size, ttl_ms=ttl_ms), durable=durable,
                    now_ms=now_ms, file=file)
+
+    @classmethod
+    def on_bus(cls, log: HistoryLog, relay: SnapshotRelay, *, now_ms: Callable[[], int]) -> StreamHistory:
+        """One epoch for every stream, persisted (and relayed) by ``relay``, which is ``log``'s persistence."""
+        return cls(volatile=log, durable=log, now_ms=now_ms, relay=relay)
 
     def close(self) -> None:
         if self._file is not None:
@@ -75,23 +91,26 @@ class StreamHistory:
         self.log_of(key).record(key.name, frame, self._now_ms())
 
     def snapshot(self, key: StreamKey, frame: Frame) -> None:
-        """A snapshot was published (the topic keeps the newest; nothing to keep here)."""
+        """A snapshot was published: this process's topic keeps the newest; a relay hands it on."""
+        if self._relay is not None:
+            self._relay.snapshot(key.name, frame, self._now_ms())
 
-    @property
-    def published_chain_seq(self) -> int:
-        """The newest chain delivery whose messages are in the history (0: none yet)."""
-        return self._published_chain_seq if self._file is None else self._file.published_chain_seq
+    def published_through(self, market_id: str) -> int:
+        """The newest chain delivery whose messages ``market_id`` has put in the history (0: none yet)."""
+        if self._file is not None:
+            return self._file.published_through(market_id)
+        return self._published.get(market_id, 0)
 
     @contextmanager
-    def chain_delivery(self, seq: int) -> Iterator[None]:
-        """Publish one chain delivery's messages: they and its ``seq`` are kept together, or not at all."""
+    def chain_delivery(self, market_id: str, seq: int) -> Iterator[None]:
+        """``market_id`` publishes one chain delivery's messages: they and its ``seq`` are kept together, or not at all."""
         if self._file is None:
             yield
-            self._published_chain_seq = max(self._published_chain_seq, seq)
+            self._published[market_id] = max(self._published.get(market_id, 0), seq)
             return
         with self._file.transaction():
             yield
-            self._file.mark_published(seq)
+            self._file.mark_published(market_id, seq)
 
     def sweep(self) -> None:
         """Trim by age and forget idle streams (called every second or so)."""

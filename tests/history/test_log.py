@@ -113,3 +113,13 @@ def test_a_bad_resume_position_is_refused_naming_the_key_and_the_range(epoch: ob
 
 def test_a_query_offset_is_decimal_text() -> None:
     assert parse_since("e1", "42") == Since("e1", 42)
+
+
+def test_a_forgotten_stream_that_comes_back_still_knows_it_lost_events() -> None:
+    log = HistoryLog("e1", size=100, ttl_ms=300_000)
+    seen = log.allocate(STREAM, 0)  # the client's last message
+    publish(log, STREAM, 0)  # an event it then missed...
+    log.sweep(400_000)  # ...aged out, and the idle stream forgotten
+    again = publish(log, STREAM, 400_000)  # the stream comes back with a new event
+    assert offsets(log, STREAM, Since("e1", seen), now_ms=400_000) is None
+    assert offsets(log, STREAM, Since("e1", again - 1), now_ms=400_000) == [again]

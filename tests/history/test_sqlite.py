@@ -43,7 +43,7 @@ def test_a_delivery_s_messages_and_its_seq_are_kept_together_or_not_at_all(tmp_p
     file, log = reopen(tmp_path / "h.sqlite3")
     with file.transaction():
         publish(log, STREAM, 0)
-        file.mark_published(7)
+        file.mark_published("btc-usdc-perp", 7)
     try:
         with file.transaction():
             publish(log, STREAM, 0)
@@ -52,7 +52,8 @@ def test_a_delivery_s_messages_and_its_seq_are_kept_together_or_not_at_all(tmp_p
         pass
     file.close()
     file, log = reopen(tmp_path / "h.sqlite3")
-    assert file.published_chain_seq == 7 and log.retained(STREAM) == 1
+    assert file.published_through("btc-usdc-perp") == 7 and log.retained(STREAM) == 1
+    assert file.published_through("eth-usdc-perp") == 0  # a delivery to several markets: each says for itself
     file.close()
 
 
