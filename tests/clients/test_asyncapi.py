@@ -392,12 +392,15 @@ async def test_resumed_subscriptions_match_the_document(tmp_path: Path, schemas:
         assert any(m["type"] == "liquidation_alert" for m in multiplexed)  # the snapshot after recovered: false
         errors = [m for m in multiplexed if m["type"] == "error"]
         assert [(e["code"], e["id"]) for e in errors] == [("invalid_since", 3)], errors
+        assert errors[0]["message"].startswith("offset:") and "-1" in errors[0]["message"], errors
+        assert not [m for m in multiplexed
+                    if m["channel"] == "market_stats" or m["type"] == "subscribed" and m["id"] == 3]
 
         # A bad query on a single-stream path: error, then close 4400.
         # (The query schema can say digits, not their range: 2^53 is refused by the server alone.)
-        for bad, schema_refuses in (({"epoch": last["epoch"]}, True),
-                                    ({"epoch": last["epoch"], "offset": "9007199254740992"}, False),
-                                    ({"epoch": "e" * 65, "offset": "1"}, True)):
+        for bad, schema_refuses, named in (({"epoch": last["epoch"]}, True, "offset"),
+                                           ({"epoch": last["epoch"], "offset": "9007199254740992"}, False, "offset"),
+                                           ({"epoch": "e" * 65, "offset": "1"}, True, "epoch")):
             if schema_refuses:
                 with pytest.raises(jsonschema.ValidationError):
                     query.validate(bad)
@@ -408,4 +411,5 @@ async def test_resumed_subscriptions_match_the_document(tmp_path: Path, schemas:
             for message in refused:
                 schemas.check(message)
             assert [m["code"] for m in refused] == ["invalid_since"], refused
+            assert refused[0]["message"].startswith(f"{named}:"), refused
         nursery.cancel_scope.cancel()
