@@ -81,9 +81,47 @@ async def test_the_js_examples_stream_monitor_and_pick_liquidations(tmp_path: Pa
                          r"with \d+ oracle update\(s\)")
     assert acted, bot.output()
     assert len(acted) == len(set(line.split()[2] for line in acted))  # each position once (cooldown)
-    assert bot.matching(r"^event liquidatable 0x[0-9a-f]{64} on \S+ health (-?\d+\.\d+|null)$"), bot.output()
+    assert bot.matching(r"^event liquidatable 0x[0-9a-f]{64} on \S+ health (-?\d+\.\d+|null) \(offset \d+\)$"), \
+        bot.output()
     assert picky_bot.matching(r"^alert seq \d+: \d+ candidates"), picky_bot.output()
     assert not picky_bot.matching("WOULD LIQUIDATE")
+
+
+BOT_EVENT = re.compile(r"^event \w+ 0x[0-9a-f]{64} on \S+ health \S+ \(offset (\d+)\)$")
+
+
+def bot_events(program: Program) -> list[int]:
+    """The offsets of the liquidation events the JS bot printed, in order."""
+    return [int(m[1]) for line in program.stdout if (m := BOT_EVENT.match(line))]
+
+
+async def test_the_js_client_resumes_after_a_dropped_connection_and_misses_nothing(tmp_path: Path, node: str) -> None:
+    """The bot, cut off mid-stream, resumes (``since``) and ends with the events of a bot that stayed connected."""
+    async with running_daemon(stormy_config(tmp_path)) as daemon, cuttable_proxy(daemon.port) as proxy:
+        async with trio.open_nursery() as nursery:
+            control = await start_program(nursery, [node, "liquidation-bot.js", daemon.ws("")], cwd=JS)
+            await control.wait_for(r"^alert seq \d+:")
+            bot = await start_program(nursery, [node, "liquidation-bot.js", proxy.url()], cwd=JS)
+            await bot.wait_for(r"^alert seq \d+:")  # it has a position to resume from
+            proxy.cut()
+            await bot.wait_for(r"^\[bot\] disconnected \(close 1006", stderr=True)
+            # Away until the stream has moved on: these events reach the bot only by resuming.
+            seen = len(bot_events(control))
+            await control.wait_until(lambda: len(bot_events(control)) >= seen + 2)
+            away = bot_events(control)[-1]
+            proxy.release()
+            await bot.wait_for(r"^\[bot\] resumed liquidations: the missed events follow$", stderr=True)
+            await bot.wait_until(lambda: max(bot_events(bot), default=0) > away)
+            last = bot_events(bot)[-1]
+            await control.wait_until(lambda: bot_events(control)[-1] >= last)
+            for program in (control, bot):
+                program.process.send_signal(signal.SIGINT)
+                assert await program.wait() == 0, program.output()
+    resuming = [line for line in bot.stderr if line.startswith("[bot] resuming liquidations after offset")]
+    assert len(resuming) == 1, bot.output()
+    since = int(resuming[0].split()[5])
+    assert_resumed_without_loss(bot_events(control), bot_events(bot), since=since, away=away)
+    assert not bot.matching("MISSED"), bot.output()
 
 
 def _load_python_client() -> ModuleType:
