@@ -615,16 +615,18 @@ async def watch_stream(
     err: TextIO,
     *,
     backoff: Backoff | None = None,
+    resume: ResumePoint | None = None,
 ) -> int:
     """Watch ``choice`` until cancelled; returns 2 when the server refuses the request itself.
 
     Reconnects after every other disconnect, waiting an exponentially
     growing, fully jittered delay that starts over once a connection has
-    said ``connected``, and resumes after the last message shown.
+    said ``connected``, and resumes after the last message shown (the first
+    connection too, when given where an earlier watch of the stream left off).
     """
     backoff = backoff or Backoff(initial=0.5, maximum=15.0, jitter=1.0)
     target = ws_base(url) + choice.path()
-    resume = ResumePoint()
+    resume = resume or ResumePoint()
     last_error: str | None = None
 
     def on_message(message: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import random
 import re
 import signal
@@ -275,6 +276,34 @@ async def test_the_python_client_drops_repeats_and_starts_afresh_when_a_resume_d
                           "[liquidations] liquidation_alert at offset 7 seen already: skipped"]
     assert "could not resume, events may have been missed" in lines[5]
     assert lines[6].endswith("[fresh snapshot]")
+
+
+class Outbox:
+    """Where the client's requests go in a test of its message handling alone."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    async def send_message(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+
+async def test_the_python_client_resumes_on_resubscribing_and_starts_afresh_when_its_since_is_refused() -> None:
+    module = _load_python_client()
+    client = module.Client("ws://unused", [{"channel": "liquidations"}], out=io.StringIO())
+    ws = Outbox()
+    await client._subscribe(ws, {"channel": "liquidations"})
+    for message in [{"type": "subscribed", "channel": "system", "id": ws.sent[0]["id"], "subscription": "liquidations"},
+                    {"type": "connected", "channel": "liquidations", "seq": 1},
+                    {"type": "liquidation_alert", "channel": "liquidations", "seq": 2, "offset": 8, "epoch": "e1",
+                     "candidates": [], "total_at_risk": 0, "total_liquidatable": 0}]:
+        await client._handle(ws, message)
+    await client._subscribe(ws, {"channel": "liquidations"})  # as after a reconnect
+    assert ws.sent[1]["since"] == {"epoch": "e1", "offset": 8}
+    await client._handle(ws, {"type": "error", "channel": "system", "id": ws.sent[1]["id"], "code": "invalid_since",
+                              "message": "epoch: expected ..."})
+    assert "since" not in ws.sent[2] and ws.sent[2]["channel"] == "liquidations"
+    assert client.positions == {}
 
 
 async def test_the_python_client_stops_when_the_server_refuses_its_subscription(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,16 @@ async def test_every_stream_prints_live_and_a_refused_one_exits_2(tmp_path: Path
         refused = io.StringIO()
         status = await watch_stream(url, StreamChoice("prices", "doge-usdc-perp"), Renderer(Style(False)),
                                     io.StringIO(), refused)
+        # A resume point the server cannot use is dropped, not fatal: the watch starts afresh.
+        afresh, afresh_errors = RecordingRenderer(Style(False)), io.StringIO()
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(watch_stream, url, StreamChoice("liquidations"), afresh, io.StringIO(),
+                                           afresh_errors, resume=ResumePoint("x" * 100, 7)))
+                await afresh.wait_until(lambda: any(m["type"] == "liquidation_alert" for m in afresh.messages))
+                nursery.cancel_scope.cancel()
+    assert [m["code"] for m in afresh.messages if m["type"] == "error"] == ["invalid_since"]
+    assert "the server cannot resume from there (invalid_since: epoch: " in afresh_errors.getvalue()
     assert status == 2
     assert "the server refused /api/v1/ws/prices/doge-usdc-perp (4404): unknown_market" in refused.getvalue()
 

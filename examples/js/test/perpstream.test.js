@@ -194,3 +194,30 @@ test("a reconnect resumes from the last offset, repeats are dropped, an unrecove
   assert.deepEqual(missed, ["prices:btc-usdc-perp"]);
   assert.ok(seen.statuses.some((s) => s.includes("offset 12 seen already")));
 });
+
+test("a resume position the server refuses (invalid_since) is forgotten: the stream is subscribed afresh", async () => {
+  const server = await scriptedServer((socket, request, connection) => {
+    if (request.op !== "subscribe") return;
+    if (request.since) {
+      send(socket, { seq: 1, type: "error", channel: "system", code: "invalid_since", message: "no", id: request.id });
+      return;
+    }
+    send(socket, { seq: 1, type: "subscribed", channel: "system", id: request.id, subscription: "prices:btc-usdc-perp" });
+    send(socket, { seq: 1, type: "connected" });
+    send(socket, { seq: 2, type: "price_update", price: "1", offset: 10, epoch: "e1" });
+    if (connection === 1) socket.close(1011, "internal_error");
+  });
+  const { seen, handlers } = collect();
+  const stream = new PerpStream(server.url, [{ channel: "prices", market_id: "btc-usdc-perp" }], handlers, {
+    backoff: new Backoff({ initialMs: 10, maxMs: 10 }),
+  }).start();
+  await until(() => seen.snapshots.length >= 2);
+  stream.stop();
+  server.close();
+  assert.deepEqual(server.requests.filter((r) => r.op === "subscribe").map((r) => [r.connection, r.since]), [
+    [1, undefined],
+    [2, { epoch: "e1", offset: 10 }],
+    [2, undefined],
+  ]);
+  assert.deepEqual(seen.fatal, []);
+});
