@@ -626,7 +626,7 @@ async def watch_stream(
     """
     backoff = backoff or Backoff(initial=0.5, maximum=15.0, jitter=1.0)
     target = ws_base(url) + choice.path()
-    resume = resume or ResumePoint()
+    resume = resume if resume is not None else ResumePoint()
     last_error: str | None = None
 
     def on_message(message: dict[str, Any]) -> None:

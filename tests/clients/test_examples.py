@@ -194,6 +194,9 @@ async def test_clients_ride_out_a_daemon_restart(tmp_path: Path) -> None:
         await client.wait_for(r"disconnected \(close 1001: server_shutting_down\); reconnecting in", stderr=True)
         async with running_daemon(config, port=port):
             await client.wait_for(r"\] (connected|resumed) \(connection 2\)", count=4)
+            # A restart starts the price stream's history anew: the client says it could not resume.
+            await client.wait_for(r"^\[prices:btc-usdc-perp\] connected \(connection 2\): could not resume, events may "
+                                  r"have been missed; the next snapshot replaces all state$")
             await client.wait_for(r"^\[prices:btc-usdc-perp@\d+\] price .* \[fresh snapshot\]$", count=2)
             with trio.fail_after(10):
                 while watch_out.getvalue().count("connected: prices btc-usdc-perp") < 2:
@@ -202,6 +205,8 @@ async def test_clients_ride_out_a_daemon_restart(tmp_path: Path) -> None:
             client.process.send_signal(signal.SIGINT)
             assert await client.wait() == 0, client.output()
     assert "goodbye from the server: server_shutting_down" in watch_out.getvalue()
+    assert "!! could not resume (the server's history has moved on)" in watch_out.getvalue()
+    assert "resuming after offset " in watch_err.getvalue()
     assert "disconnected (close 1001 server_shutting_down); reconnecting in" in watch_err.getvalue()
     # After the reconnect the terminal client reprinted its table header for the new connection.
     assert watch_out.getvalue().count("TIME          MARKET") == 2
