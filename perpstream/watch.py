@@ -8,10 +8,13 @@
 
 It is an ordinary WebSocket client of the public protocol (nothing here
 reaches into the daemon), so it doubles as a reference for writing one:
-it reconnects with exponential backoff and full jitter, shows conflation
-and sequence gaps, says when a ``resync`` makes the next snapshot
-authoritative, and shows each chain event once per finality even when a
-reconnect delivers it again.
+it reconnects with exponential backoff and full jitter and resumes the
+stream where it left off (``?epoch=…&offset=…``: the server replays what
+was missed meanwhile, or says it cannot, which is shown), never shows a
+message twice (offsets at or below the last one of the epoch are
+skipped), shows conflation and sequence gaps, says when a ``resync``
+makes the next snapshot authoritative, and shows each chain event once
+per finality even when it comes again.
 
 Three layers: the menu (stdin, REST look-ups to offer markets and
 accounts), the rendering (pure: a message in, lines of text out, aligned
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any, Final, TextIO
+from urllib.parse import urlencode
 
 import attrs
 import httpx
@@ -40,6 +44,7 @@ from perpstream.backoff import Backoff
 
 __all__ = [
     "Renderer",
+    "ResumePoint",
     "StreamChoice",
     "Style",
     "add_watch_parser",
@@ -367,10 +372,17 @@ class Renderer:
 
     def _on_connected(self, message: dict[str, Any]) -> list[str]:
         key = message.get("market_id") or message.get("user_address") or ""
-        return [self.style.bold(
+        lines = [self.style.bold(
             f"connected: {message.get('channel')} {key}".rstrip()
             + f" (protocol {message.get('protocol_version')}, every {message.get('interval_ms')} ms)"
         )]
+        recovered = message.get("recovered")
+        if recovered is True:
+            lines.append(self.style.dim("resumed where the last connection ended: the missed messages follow"))
+        elif recovered is False:
+            lines.append(self.style.yellow("!! could not resume (the server's history has moved on): "
+                                           "messages may have been missed; what follows is the current state"))
+        return lines
 
     def _on_resync(self, message: dict[str, Any]) -> list[str]:
         self.header_shown = False
@@ -529,6 +541,32 @@ class Renderer:
 # ---------------------------------------------------------------- connection
 
 
+@attrs.define
+class ResumePoint:
+    """The last ``(epoch, offset)`` shown: where to resume, and what would be a repeat."""
+
+    epoch: str | None = None
+    offset: int = 0
+
+    def query(self) -> str:
+        """The path's query that resumes after the last message shown ('' before any)."""
+        return "" if self.epoch is None else "?" + urlencode({"epoch": self.epoch, "offset": self.offset})
+
+    def repeat(self, message: dict[str, Any]) -> bool:
+        """Whether ``message`` was shown already (at or below the last offset of its epoch); else note it."""
+        offset, epoch = message.get("offset"), message.get("epoch")
+        if not isinstance(offset, int) or not isinstance(epoch, str):
+            return False  # not a stream message (connected, error, goodbye)
+        if epoch == self.epoch and offset <= self.offset:
+            return True
+        self.epoch, self.offset = epoch, offset
+        return False
+
+    def forget(self) -> None:
+        """Resuming did not (or cannot) work: the next connection starts afresh."""
+        self.epoch, self.offset = None, 0
+
+
 @attrs.frozen
 class Closed:
     """How a connection ended: the close code and reason, or why it never opened."""
@@ -577,30 +615,45 @@ async def watch_stream(
     err: TextIO,
     *,
     backoff: Backoff | None = None,
+    resume: ResumePoint | None = None,
 ) -> int:
     """Watch ``choice`` until cancelled; returns 2 when the server refuses the request itself.
 
     Reconnects after every other disconnect, waiting an exponentially
     growing, fully jittered delay that starts over once a connection has
-    said ``connected``.
+    said ``connected``, and resumes after the last message shown (the first
+    connection too, when given where an earlier watch of the stream left off).
     """
     backoff = backoff or Backoff(initial=0.5, maximum=15.0, jitter=1.0)
     target = ws_base(url) + choice.path()
+    resume = resume if resume is not None else ResumePoint()
     last_error: str | None = None
 
     def on_message(message: dict[str, Any]) -> None:
         nonlocal last_error
         if message.get("type") == "connected":
             backoff.reset()
+            if message.get("recovered") is False:
+                resume.forget()  # the offsets that follow may belong to another history
         elif message.get("type") == "error":
             last_error = f"{message.get('code')}: {message.get('message')}"
+        if resume.repeat(message):
+            print(renderer.style.dim(f"(offset {message['offset']} shown already: skipped)"), file=out, flush=True)
+            return
         for line in renderer.render(message):
             print(line, file=out, flush=True)
 
     while True:
         renderer.reset()
+        last_error = None
+        if resume.epoch is not None:
+            print(f"resuming after offset {resume.offset} of epoch {resume.epoch}", file=err, flush=True)
         print(f"connecting to {target}", file=err, flush=True)
-        closed = await _one_connection(target, on_message)
+        closed = await _one_connection(target + resume.query(), on_message)
+        if closed.code == 4400 and resume.epoch is not None and (last_error or "").startswith("invalid_since"):
+            print(f"the server cannot resume from there ({last_error}); starting afresh", file=err, flush=True)
+            resume.forget()
+            continue
         if closed.code in FATAL_CLOSE_CODES:
             why = last_error or FATAL_CLOSE_CODES[closed.code]
             print(f"perpstream watch: the server refused {choice.path()} ({closed.code}): {why}", file=err, flush=True)

@@ -9,11 +9,13 @@
 // newest oracle price, with that price's signed `update_data` to submit with
 // the transaction. The bot acts on `kind: "liquidatable"` events whose
 // `potential_reward` is at least --min-reward (compared exactly, BigInt) and
-// forgets a position when it recovers, is closed or is liquidated. On every
-// fresh `liquidation_alert` (after a connect or a resync; events missed while
-// away are not replayed) it also takes the candidates marked `liquidatable`.
-// Events are deduplicated on their `id`; a position it acted on is not acted
-// on again for --cooldown seconds (the chain needs time to confirm).
+// forgets a position when it recovers, is closed or is liquidated. After a
+// reconnect the library resumes the stream, and the server replays the
+// events missed meanwhile; when it cannot (`missed`), and after a first
+// connect or a resync, the bot takes the candidates marked `liquidatable` on
+// the fresh `liquidation_alert` that follows. Events are deduplicated on
+// their `id`; a position it acted on is not acted on again for --cooldown
+// seconds (the chain needs time to confirm).
 
 import { PerpStream, compareDecimal, parseArgs, runFor } from "./lib/perpstream.js";
 
@@ -52,7 +54,7 @@ const stream = new PerpStream(url, [{ channel: "liquidations" }], {
       `alert seq ${alert.seq}: ${alert.candidates.length} candidates, ${alert.total_at_risk} at risk, ` +
         `${alert.total_liquidatable} liquidatable`,
     );
-    if (!fresh) return; // between connects the events say everything, and sooner
+    if (!fresh) return; // the events (replayed after a resume) say everything, and sooner
     const liquidatable = alert.candidates.filter((c) => c.liquidatable);
     // Best reward first: that is the order a real bot would spend gas in.
     liquidatable.sort((a, b) => compareDecimal(b.potential_reward, a.potential_reward));
@@ -62,10 +64,14 @@ const stream = new PerpStream(url, [{ channel: "liquidations" }], {
     if (message.type !== "liquidation_event" || seenEvents.has(message.id)) return;
     seenEvents.add(message.id);
     if (seenEvents.size > SEEN_LIMIT) seenEvents.delete(seenEvents.values().next().value);
-    console.log(`event ${message.kind} ${message.position_id} on ${message.market_id} health ${message.health_factor}`);
+    console.log(
+      `event ${message.kind} ${message.position_id} on ${message.market_id} health ${message.health_factor} ` +
+        `(offset ${message.offset})`,
+    );
     if (message.kind === "liquidatable") consider(message, "event");
     else attempted.delete(message.position_id); // recovered, closed or liquidated: nothing to do
   },
+  missed: () => console.log("MISSED events while away: acting on the next alert's liquidatable candidates"),
   status: (text) => console.error(`[bot] ${text}`),
   fatal(text) {
     console.error(`[bot] ${text}`);

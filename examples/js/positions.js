@@ -5,7 +5,9 @@
 //   PERPSTREAM_URL=... PERPSTREAM_ADDRESS=0x... DURATION_S=10 node positions.js
 //
 // Chain events arrive `pending`, later `final`, and after a reconnect possibly
-// again: they are applied once, keyed on (tx_hash, log_index).
+// again: they are applied once, keyed on (tx_hash, log_index). After a
+// reconnect the library resumes both streams, so the events missed meanwhile
+// arrive too; when the server cannot replay them it says so (MISSED).
 
 import { EventDeduper, PerpStream, parseArgs, runFor } from "./lib/perpstream.js";
 
@@ -75,6 +77,7 @@ const stream = new PerpStream(
         console.log(`event ${message.type} ${message.market_id} ${message.position_id.slice(0, 10)} ${where} ${verdict}`);
       }
     },
+    missed: (name) => console.log(`MISSED ${name}: events may have been lost while away; the next snapshot is current`),
     status: (text) => console.error(`[positions] ${text}`),
     fatal(text) {
       console.error(`[positions] ${text}`);

@@ -5,6 +5,8 @@
 //
 // Prints one line per price_update; says when the price is stale, when the
 // server conflated updates for us (we were slow), and when it reconnects.
+// A reconnect resumes the stream, but a price stream has nothing to replay
+// (each update replaces the last): the first update after one is current.
 
 import { PerpStream, parseArgs, runFor } from "./lib/perpstream.js";
 

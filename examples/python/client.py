@@ -13,15 +13,22 @@ What a robust client does, and this one shows:
 - reconnect forever with exponential backoff and full jitter, resetting once
   the server says ``connected``; stop on a close that says the request
   itself is wrong (1008, 4400, 4404) or a subscription the server refuses;
-- after a reconnect, or a ``resync``, the next snapshot replaces all state;
-- a ``seq`` gap means lost messages: resubscribe that stream;
+- remember each stream's last ``(epoch, offset)`` and resume from it after
+  a reconnect (``since``): the server replays the events missed meanwhile
+  (``recovered: true``) or says it cannot (``recovered: false``: events may
+  have been missed, and the next snapshot replaces all state);
+- drop a message whose ``offset`` is at or below the last one seen in the
+  same epoch: it has been handled already;
+- after a ``resync`` the next snapshot replaces all state;
+- a ``seq`` gap means lost messages: resubscribe that stream (resuming);
 - chain events arrive ``pending``, later ``final``, and after a reconnect
   possibly again: apply each once, keyed on ``(tx_hash, log_index)``;
 - decimals stay exact (``Decimal`` from the wire strings, never floats);
 - an application-level ping when the connection has been quiet, and a
   connection silent for two intervals is dropped and reconnected.
 
-Each line printed is ``[stream] what happened``; status goes to stderr.
+Each line printed is ``[stream@offset] what happened`` (``[stream]`` for the
+client's own news, which has no offset); status goes to stderr.
 """
 
 from __future__ import annotations
@@ -122,6 +129,7 @@ class Client:
         self.backoff = Backoff()
         self.events = EventDeduper()
         self.seq: dict[str, int] = {}
+        self.positions: dict[str, tuple[str, int]] = {}  # stream -> last (epoch, offset) received
         self.fresh: set[str] = set()  # streams whose next snapshot replaces all state
         self.by_name: dict[str, dict[str, str]] = {}
         self.requests: dict[int, dict[str, str]] = {}
@@ -130,8 +138,9 @@ class Client:
 
     # ------------------------------------------------------------ output
 
-    def emit(self, stream: str, text: str) -> None:
-        print(f"[{stream}] {text}", file=self.out, flush=True)
+    def emit(self, stream: str, text: str, offset: int | None = None) -> None:
+        where = stream if offset is None else f"{stream}@{offset}"
+        print(f"[{where}] {text}", file=self.out, flush=True)
 
     @staticmethod
     def status(text: str) -> None:
@@ -201,9 +210,31 @@ class Client:
         return self.next_id
 
     async def _subscribe(self, ws: WebSocketConnection, subscription: dict[str, str]) -> None:
+        """Subscribe, resuming after the last message received on this stream, if any."""
         request_id = self._id()
         self.requests[request_id] = subscription
-        await ws.send_message(json.dumps({"op": "subscribe", "id": request_id, **subscription}))
+        request: dict[str, Any] = {"op": "subscribe", "id": request_id, **subscription}
+        name = next((name for name, known in self.by_name.items() if known == subscription), None)
+        if name in self.positions:
+            epoch, offset = self.positions[name]
+            request["since"] = {"epoch": epoch, "offset": offset}
+            self.status(f"resuming {name} after offset {offset} of epoch {epoch}")
+        await ws.send_message(json.dumps(request))
+
+    def _repeat(self, name: str, message: dict[str, Any]) -> bool:
+        """Whether ``message`` was handled already (offset at or below the last in its epoch); else note it.
+
+        The server never repeats itself on one connection, but a client that
+        reconnects, or resubscribes, must not apply a message twice.
+        """
+        offset, epoch = message.get("offset"), message.get("epoch")
+        if offset is None:
+            return False
+        last = self.positions.get(name)
+        if last is not None and last[0] == epoch and offset <= last[1]:
+            return True
+        self.positions[name] = (epoch, offset)
+        return False
 
     # ------------------------------------------------------------ messages
 
@@ -217,6 +248,13 @@ class Client:
         if kind == "error":
             if message.get("id") in self.requests and message["code"] in REFUSED_CODES:
                 raise Refused(f"subscription refused: {message['code']}: {message['message']}")
+            if message.get("id") in self.requests and message["code"] == "invalid_since":
+                # The server cannot use our resume position: start that stream afresh.
+                subscription = self.requests.pop(message["id"])
+                self.positions = {n: p for n, p in self.positions.items() if self.by_name.get(n) != subscription}
+                self.status(f"cannot resume: {message['message']}; subscribing afresh")
+                await self._subscribe(ws, subscription)
+                return
             self.status(f"error {message['code']}: {message['message']}")
             return
         if kind == "goodbye":
@@ -226,8 +264,18 @@ class Client:
         if kind == "connected":
             self.backoff.reset()
             self.seq[name] = message["seq"]
+            recovered = message.get("recovered")
+            if recovered:
+                self.emit(name, f"resumed (connection {self.connections}): the missed events follow")
+                return
             self.fresh.add(name)
-            self.emit(name, f"connected (connection {self.connections})")
+            if recovered is None:
+                self.emit(name, f"connected (connection {self.connections})")
+                return
+            # Another epoch, or history trimmed: what we hold may be out of date.
+            self.positions.pop(name, None)
+            self.emit(name, f"connected (connection {self.connections}): could not resume, events may "
+                            "have been missed; the next snapshot replaces all state")
             return
         if name not in self.seq:
             return  # a late message of a stream being resubscribed
@@ -239,26 +287,35 @@ class Client:
             await self._subscribe(ws, subscription)
             return
         self.seq[name] = message["seq"]
+        if self._repeat(name, message):
+            self.emit(name, f"{kind} at offset {message['offset']} seen already: skipped")
+            return
+        self._show(name, message)
+
+    def _show(self, name: str, message: dict[str, Any]) -> None:
+        """Apply one new message of a stream (here: print it)."""
+        kind, offset = message["type"], message.get("offset")
         if kind == "resync":
             self.fresh.add(name)
-            self.emit(name, f"resync ({message['reason']}): waiting for a fresh snapshot")
+            self.emit(name, f"resync ({message['reason']}): waiting for a fresh snapshot", offset)
         elif kind in SNAPSHOT_TYPES:
             fresh = name in self.fresh
             self.fresh.discard(name)
-            self.emit(name, self._describe_snapshot(message) + (" [fresh snapshot]" if fresh else ""))
+            self.emit(name, self._describe_snapshot(message) + (" [fresh snapshot]" if fresh else ""), offset)
         elif kind == "liquidation_warning":
             self.emit(name, f"WARNING {message['severity']} {message['position_id'][:10]} "
-                            f"health {message['health_factor']}")
+                            f"health {message['health_factor']}", offset)
         elif kind == "liquidation_event":
             self.emit(name, f"LIQUIDATION {message['kind']} {message['position_id'][:10]} "
-                            f"health {message['health_factor']} reward {message['potential_reward']}")
+                            f"health {message['health_factor']} reward {message['potential_reward']}", offset)
         elif kind == "funding_rate_update":
             self.emit(name, f"funding {message['previous_funding_rate']} -> {message['funding_rate']} "
-                            f"({message['source']})")
+                            f"({message['source']})", offset)
         elif kind.startswith("position_"):
             verdict = self.events.see(message)
             where = f"{message['event']['tx_hash'][:10]}:{message['event']['log_index']}"
-            self.emit(name, f"{kind} {message['position_id'][:10]} {where} {message['finality']} -> {verdict}")
+            self.emit(name, f"{kind} {message['position_id'][:10]} {where} {message['finality']} -> {verdict}",
+                      offset)
 
     @staticmethod
     def _describe_snapshot(message: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ critical and liquidation levels, a feed going quiet, a server restart.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from perpstream.config import Config
 from tests.browser.browser import BrowserPage
 from tests.browser.daemons import position, serving, steered_config, steered_sources
 from tests.browser.steered import SteeredPrices
+from tests.clients.live import connect, cuttable_proxy
 from tests.e2e.daemon import e2e_config, free_port, running_daemon
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +53,8 @@ POSITION_ROWS = """[...document.querySelectorAll('#positions tbody tr[data-posit
           colour: getComputedStyle(health).color};
 })"""
 WARNINGS = """[...document.querySelectorAll('#events li[data-type=liquidation_warning]')]
-  .map(li => ({severity: li.dataset.severity, position: li.dataset.positionId, text: li.textContent}))"""
+  .map(li => ({severity: li.dataset.severity, position: li.dataset.positionId, text: li.textContent,
+               offset: Number(li.dataset.offset)}))"""
 CONNECTION_STATE = "document.querySelector('#connection').dataset.state"
 ACCOUNT_STATUS = "document.querySelector('#account-status')"
 TILE_STALE = "document.querySelector(`.tile[data-market='${arguments[0]}']`).dataset.stale === 'true'"
@@ -209,6 +212,40 @@ async def test_a_quiet_feed_shows_stale_and_the_page_reconnects_after_a_restart(
             what="Alice's positions from the restarted server")
         assert {row["id"] for row in rows} == {ALICE_BTC.position_id, ALICE_ETH.position_id}
         await page.wait_for(f"return !({TILE_STALE})", SOL, what="SOL live again")
+        # Its history went with the old server (no history file here): the page says what it cannot know.
+        gap = await page.js("return [...document.querySelectorAll('#events li[data-type=gap]')].map(li => li.textContent)")
+        assert len(gap) == 1 and "events may be missing here" in gap[0], gap
+
+
+async def test_after_a_dropped_connection_the_page_resumes_and_shows_the_warnings_it_missed(
+    tmp_path: Path, page: BrowserPage
+) -> None:
+    """Warnings raised while the page was cut off arrive when it resumes (``since``): each once, none lost."""
+    config = steered_config(tmp_path, free_port())
+    prices = SteeredPrices({feed(config, m): level for m, level in START_LEVELS.items()})
+    async with serving(config, sources=steered_sources(prices, [ALICE_BTC])) as daemon, \
+            cuttable_proxy(daemon.port) as proxy, connect(daemon.ws(f"/api/v1/ws/positions/{ALICE}")) as control:
+        await page.open(f"{proxy.http}/#account={ALICE}")
+        await wait_for_level(page, ALICE_BTC.position_id, "ok")
+        proxy.cut()
+        await page.wait_for(f"return {CONNECTION_STATE} === 'reconnecting'", what="the outage shown")
+        # While the page is away, the position falls through two levels: a warning for each.
+        missed = []
+        with trio.fail_after(15):
+            for level, price in [("warning", "64370"), ("critical", "64330")]:
+                prices.steer(feed(config, BTC), price)
+                while not (message := json.loads(await control.get_message()))["type"] == "liquidation_warning":
+                    pass
+                assert message["severity"] == level
+                missed.append(message["offset"])
+        proxy.release()
+        await page.wait_for(f"return {CONNECTION_STATE} === 'live'", what="the page to reconnect")
+        warnings = await page.wait_for(f"const w = {WARNINGS}; return w.length >= 2 && w;",
+                                       what="the warnings raised while offline")
+        await wait_for_level(page, ALICE_BTC.position_id, "critical")
+        assert [(w["severity"], w["offset"]) for w in warnings] == [("critical", missed[1]), ("warning", missed[0])]
+        assert await page.js("return document.querySelectorAll('#events li[data-type=gap]').length") == 0
+        await assert_quiet_console(page)
 
 
 async def test_a_bad_address_is_explained_and_a_good_one_still_works(tmp_path: Path, page: BrowserPage) -> None:

@@ -2,7 +2,8 @@
 
 Real time and real sockets: the clients under test are real programs
 (Node, a trio-websocket script, the terminal client) talking to the real
-daemon over loopback.
+daemon over loopback, directly or through a :class:`CuttableProxy` that
+drops their connections on cue.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -63,6 +64,79 @@ async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
         pass
 
 
+class CuttableProxy:
+    """A TCP relay in front of the daemon that can drop every connection and hold new ones.
+
+    :meth:`cut` ends the relayed connections abruptly (no close frame: the
+    client sees the network fail, 1006) and holds the connections that
+    arrive afterwards, unanswered, until :meth:`release`; a reconnecting
+    client then gets through at once instead of backing off further, so a
+    test decides exactly how long it stays away.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._open = trio.Event()
+        self._open.set()
+        self._relays: set[trio.CancelScope] = set()
+
+    def url(self, path: str = "") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cut(self) -> None:
+        """Drop every relayed connection now; hold new ones until :meth:`release`."""
+        if self._open.is_set():
+            self._open = trio.Event()
+        for relay in self._relays:
+            relay.cancel()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._relay, listeners)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        await self._open.wait()
+        with trio.CancelScope() as relay:
+            self._relays.add(relay)
+            try:
+                async with await trio.open_tcp_stream("127.0.0.1", self.upstream_port) as server:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
+                        nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+            finally:
+                self._relays.discard(relay)
+        await trio.aclose_forcefully(client)
+
+    @staticmethod
+    async def _pump(source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope) -> None:
+        try:
+            async for chunk in source:
+                await sink.send_all(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        done.cancel()  # either side ending ends the relay
+
+
+@asynccontextmanager
+async def cuttable_proxy(upstream_port: int) -> AsyncIterator[CuttableProxy]:
+    """A :class:`CuttableProxy` to ``upstream_port`` for the duration of the block."""
+    proxy = CuttableProxy(upstream_port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        yield proxy
+        nursery.cancel_scope.cancel()
+
+
 async def demo_account(http: httpx.AsyncClient, timeout: float = 20) -> str:
     """An account with an open position, once the demo traders have opened one."""
     with trio.fail_after(timeout):
@@ -98,12 +172,16 @@ class Program:
 
     async def wait_for(self, pattern: str, *, count: int = 1, timeout: float = 15, stderr: bool = False) -> list[str]:
         """The first ``count`` output lines matching ``pattern``, once there are that many."""
+        def found() -> list[str]:
+            return [line for line in (self.stderr if stderr else self.stdout) if re.search(pattern, line)]
+
+        await self.wait_until(lambda: len(found()) >= count, timeout=timeout)
+        return found()
+
+    async def wait_until(self, condition: Callable[[], bool], *, timeout: float = 15) -> None:
+        """Until ``condition()`` holds, checked whenever the program prints a line."""
         with trio.fail_after(timeout):
-            while True:
-                lines = self.stderr if stderr else self.stdout
-                found = [line for line in lines if re.search(pattern, line)]
-                if len(found) >= count:
-                    return found
+            while not condition():
                 await self._changed.wait()
 
     async def wait(self, timeout: float = 10) -> int:
@@ -132,3 +210,21 @@ async def start_program(
         await process.stdin.send_all(stdin)
         await process.stdin.aclose()
     return program
+
+
+def assert_resumed_without_loss(control: Sequence[int], resumed: Sequence[int], *, since: int, away: int) -> None:
+    """A client that resumed after ``since`` got exactly the events a client that stayed connected got.
+
+    ``control`` and ``resumed`` are the event offsets each client handled,
+    in order. The resumed client was away from just after ``since`` (the
+    offset it resumed from) until after the control had seen ``away``, so
+    the events in between reached it only by the server's replay. Compared
+    from ``since`` (or the control's first event, if later: it has every
+    event from there on) to the last event both have; not one twice.
+    """
+    assert list(resumed) == sorted(set(resumed)), f"repeated or out of order: {resumed}"
+    assert control and resumed, (control, resumed)
+    low, high = max(since + 1, control[0]), min(control[-1], resumed[-1])
+    missed = [offset for offset in control if since < offset <= away]
+    assert missed and away <= high, f"nothing was missed while away: {since=} {away=} {control=} {resumed=}"
+    assert [o for o in resumed if low <= o <= high] == [o for o in control if low <= o <= high]

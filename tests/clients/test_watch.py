@@ -5,16 +5,33 @@ from __future__ import annotations
 import io
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
 
 from perpstream.backoff import Backoff
-from perpstream.watch import Renderer, StreamChoice, Style, choose_stream, colour_wanted, show, watch_stream
-from tests.clients.live import demo_account, start_program, stormy_config
+from perpstream.watch import (
+    Renderer,
+    ResumePoint,
+    StreamChoice,
+    Style,
+    choose_stream,
+    colour_wanted,
+    show,
+    watch_stream,
+)
+from tests.clients.live import (
+    assert_resumed_without_loss,
+    cuttable_proxy,
+    demo_account,
+    start_program,
+    stormy_config,
+)
 from tests.e2e.daemon import free_port, running_daemon
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -90,6 +107,29 @@ def test_seq_gaps_are_reported_and_events_shown_once_per_finality() -> None:
     assert gap[0] == "!! seq jumped 5 → 9: messages were lost"
     renderer.reset()  # a new connection starts again at seq 1
     assert not renderer.render(price(1))[0].startswith("!!")
+
+
+def test_the_resume_point_skips_repeats_in_its_epoch_and_says_where_to_resume() -> None:
+    resume = ResumePoint()
+    assert resume.query() == ""
+    assert not resume.repeat({"type": "connected", "seq": 1})  # no offset: never a repeat
+    assert not resume.repeat(price(2, offset=40, epoch="a1"))
+    assert resume.repeat(price(3, offset=40, epoch="a1")) and resume.repeat(price(4, offset=12, epoch="a1"))
+    assert not resume.repeat(price(5, offset=41, epoch="a1"))
+    assert resume.query() == "?epoch=a1&offset=41"
+    assert not resume.repeat(price(2, offset=3, epoch="b2"))  # another history: its offsets start over
+    resume.forget()
+    assert resume.query() == ""
+
+
+def test_a_resume_that_did_not_recover_is_shown() -> None:
+    connected = {"seq": 1, "type": "connected", "channel": "prices", "market_id": "btc-usdc-perp", "ts": 1,
+                 "protocol_version": 1, "interval_ms": 1000, "server_time": 1}
+    assert len(Renderer(Style(colour=False)).render(connected)) == 1
+    resumed = Renderer(Style(colour=False)).render({**connected, "recovered": True})
+    assert resumed[1].startswith("resumed where the last connection ended")
+    lost = Renderer(Style(colour=False)).render({**connected, "recovered": False})
+    assert lost[1].startswith("!! could not resume") and "messages may have been missed" in lost[1]
 
 
 def test_warnings_positions_and_candidates_render_every_field_a_user_needs() -> None:
@@ -210,6 +250,16 @@ async def test_every_stream_prints_live_and_a_refused_one_exits_2(tmp_path: Path
         refused = io.StringIO()
         status = await watch_stream(url, StreamChoice("prices", "doge-usdc-perp"), Renderer(Style(False)),
                                     io.StringIO(), refused)
+        # A resume point the server cannot use is dropped, not fatal: the watch starts afresh.
+        afresh, afresh_errors = RecordingRenderer(Style(False)), io.StringIO()
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(watch_stream, url, StreamChoice("liquidations"), afresh, io.StringIO(),
+                                           afresh_errors, resume=ResumePoint("x" * 100, 7)))
+                await afresh.wait_until(lambda: any(m["type"] == "liquidation_alert" for m in afresh.messages))
+                nursery.cancel_scope.cancel()
+    assert [m["code"] for m in afresh.messages if m["type"] == "error"] == ["invalid_since"]
+    assert "the server cannot resume from there (invalid_since: epoch: " in afresh_errors.getvalue()
     assert status == 2
     assert "the server refused /api/v1/ws/prices/doge-usdc-perp (4404): unknown_market" in refused.getvalue()
 
@@ -238,6 +288,59 @@ async def test_the_menu_reads_piped_stdin(tmp_path: Path) -> None:
     assert "connected: market_stats sol-usdc-perp (protocol 1, every 1000 ms)" in stdout
     assert len(program.matching(r"^\d\d:\d\d:\d\d\.\d{3} +[\d.]+ +[\d.]+ +[\d.]+")) >= 2, program.output()
     assert not any("\x1b[" in line for line in program.stdout)  # a pipe gets no colour
+
+
+@attrs.define
+class RecordingRenderer(Renderer):
+    """The real renderer, noting each message it is given, so a test can wait on messages."""
+
+    messages: list[dict[str, Any]] = attrs.field(factory=list)
+    changed: trio.Event = attrs.field(factory=trio.Event)
+
+    def render(self, message: dict[str, Any]) -> list[str]:
+        self.messages.append(message)
+        self.changed.set()
+        self.changed = trio.Event()
+        return super().render(message)
+
+    def events(self) -> list[int]:
+        """The offsets of the liquidation events rendered, in order."""
+        return [m["offset"] for m in self.messages if m.get("type") == "liquidation_event"]
+
+    async def wait_until(self, condition: Any, timeout: float = 15) -> None:
+        with trio.fail_after(timeout):
+            while not condition():
+                await self.changed.wait()
+
+
+@pytest.mark.e2e
+async def test_a_dropped_watch_resumes_and_shows_exactly_the_events_it_missed(tmp_path: Path) -> None:
+    """Cut off mid-stream, it resumes (``?epoch&offset``) and shows what a watch that stayed connected showed."""
+    async with running_daemon(stormy_config(tmp_path)) as daemon, cuttable_proxy(daemon.port) as proxy:
+        control, watch = RecordingRenderer(Style(False)), RecordingRenderer(Style(False))
+        out, errors = io.StringIO(), io.StringIO()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_stream, daemon.ws(""), StreamChoice("liquidations"), control, io.StringIO(),
+                               io.StringIO())
+            await control.wait_until(lambda: len(control.messages) >= 2)
+            nursery.start_soon(watch_stream, proxy.url(), StreamChoice("liquidations"), watch, out, errors)
+            await watch.wait_until(lambda: len(watch.messages) >= 2)  # connected, then the snapshot
+            proxy.cut()
+            # Away until the stream has moved on: these events reach the watch only by resuming.
+            seen = len(control.events())
+            await control.wait_until(lambda: len(control.events()) >= seen + 2)
+            away = control.events()[-1]
+            proxy.release()
+            await watch.wait_until(lambda: max(watch.events(), default=0) > away)
+            last = watch.events()[-1]
+            await control.wait_until(lambda: control.events()[-1] >= last)
+            nursery.cancel_scope.cancel()
+    connects = [i for i, m in enumerate(watch.messages) if m["type"] == "connected"]
+    assert len(connects) == 2 and watch.messages[connects[1]]["recovered"] is True, watch.messages
+    since = max(m["offset"] for m in watch.messages[:connects[1]] if "offset" in m)
+    assert f"resuming after offset {since} of epoch " in errors.getvalue()
+    assert "resumed where the last connection ended" in out.getvalue()
+    assert_resumed_without_loss(control.events(), watch.events(), since=since, away=away)
 
 
 async def test_a_lost_server_is_retried_with_growing_jittered_delays() -> None:

@@ -4,13 +4,18 @@
 // What it takes care of, so the examples stay about their own job:
 // - reconnects with exponential backoff and full jitter, forever, except after
 //   a close that says the request itself is wrong (1008, 4400, 4404);
-// - resubscribes everything after a reconnect; the fresh snapshot that follows
-//   replaces all state (the `snapshot` callback says so with `fresh: true`);
+// - remembers each stream's last (epoch, offset) and, after a reconnect,
+//   resubscribes resuming from it (`since`): the server replays the events
+//   missed meanwhile (`recovered: true`), or cannot (`recovered: false`: the
+//   `missed` callback is told, and the fresh snapshot that follows replaces
+//   all state; the `snapshot` callback says so with `fresh: true`);
+// - drops a message whose offset is at or below the last one seen in the
+//   same epoch: it has been handled already;
 // - application-level heartbeats: a ping every `heartbeatMs`, and a connection
 //   silent for two intervals is treated as dead (the `ws` package answers the
 //   server's own WebSocket pings by itself);
-// - per-subscription `seq` tracking: a gap resubscribes that stream, a
-//   `resync` waits for the next snapshot.
+// - per-subscription `seq` tracking: a gap resubscribes that stream (resuming),
+//   a `resync` waits for the next snapshot.
 // Exact decimals (wire strings) and chain-event de-duplication are helpers below.
 
 import { WebSocket } from "ws";
@@ -116,8 +121,9 @@ export function subscriptionName(message) {
 const SNAPSHOTS = new Set(["price_update", "positions_update", "liquidation_alert", "market_stats"]);
 
 /**
- * Multiplexed, reconnecting client.
- * handlers: { snapshot(message, {fresh}), event(message), status(text), fatal(text) }
+ * Multiplexed, reconnecting, resuming client.
+ * handlers: { snapshot(message, {fresh}), event(message), missed(name), status(text), fatal(text) }
+ * `missed(name)`: a resume did not recover, so events of that stream may have been missed.
  */
 export class PerpStream {
   constructor(baseUrl, subscriptions, handlers, { heartbeatMs = 10_000, backoff = new Backoff() } = {}) {
@@ -129,6 +135,7 @@ export class PerpStream {
     this.streams = new Map(); // subscription name -> {seq, fresh}
     this.requests = new Map(); // request id -> subscription, until acknowledged
     this.byName = new Map(); // subscription name (as the server spells it) -> subscription
+    this.positions = new Map(); // subscription name -> {epoch, offset} of the last message received
     this.stopped = false;
     this.nextId = 1;
     this.socket = null;
@@ -155,10 +162,23 @@ export class PerpStream {
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(request));
   }
 
+  /** Subscribe, resuming after the last message received on this stream, if any. */
   #subscribe(subscription) {
     const id = this.nextId++;
     this.requests.set(id, subscription);
-    this.#send({ op: "subscribe", ...subscription, id });
+    const name = [...this.byName].find(([, known]) => known === subscription)?.[0];
+    const since = this.positions.get(name);
+    if (since) this.#status(`resuming ${name} after offset ${since.offset} of epoch ${since.epoch}`);
+    this.#send({ op: "subscribe", ...subscription, id, ...(since && { since }) });
+  }
+
+  /** Whether `message` was handled already (offset at or below the last of its epoch); else note it. */
+  #repeat(name, message) {
+    if (message.offset === undefined) return false;
+    const last = this.positions.get(name);
+    if (last && last.epoch === message.epoch && message.offset <= last.offset) return true;
+    this.positions.set(name, { epoch: message.epoch, offset: message.offset });
+    return false;
   }
 
   #clearTimers() {
@@ -225,6 +245,15 @@ export class PerpStream {
       this.handlers.fatal?.(`subscription refused: ${message.code} ${message.message}`);
       return;
     }
+    if (type === "error" && this.requests.has(message.id) && message.code === "invalid_since") {
+      // The server cannot use our resume position: subscribe to that stream afresh.
+      const subscription = this.requests.get(message.id);
+      this.requests.delete(message.id);
+      for (const [name, known] of this.byName) if (known === subscription) this.positions.delete(name);
+      this.#status(`cannot resume: ${message.message}; subscribing afresh`);
+      this.#subscribe(subscription);
+      return;
+    }
     if (type === "error" || type === "goodbye") {
       this.#status(`${type}: ${message.code ?? message.reason}${message.message ? " " + message.message : ""}`);
       return;
@@ -232,8 +261,18 @@ export class PerpStream {
     const name = subscriptionName(message);
     if (type === "connected") {
       this.backoff.reset();
-      this.streams.set(name, { seq: message.seq, fresh: true });
-      this.#status(`subscribed ${name}`);
+      const recovered = message.recovered === true;
+      this.streams.set(name, { seq: message.seq, fresh: !recovered });
+      if (recovered) {
+        this.#status(`resumed ${name}: the missed events follow`);
+      } else if (message.recovered === false) {
+        // Another epoch, or history trimmed: start over from the next snapshot.
+        this.positions.delete(name);
+        this.#status(`subscribed ${name}; could not resume, events may have been missed`);
+        this.handlers.missed?.(name);
+      } else {
+        this.#status(`subscribed ${name}`);
+      }
       return;
     }
     const stream = this.streams.get(name);
@@ -247,6 +286,10 @@ export class PerpStream {
       return;
     }
     stream.seq = message.seq;
+    if (this.#repeat(name, message)) {
+      this.#status(`${name}: ${type} at offset ${message.offset} seen already; skipped`);
+      return;
+    }
     if (type === "resync") {
       stream.fresh = true;
       this.#status(`${name}: resync (${message.reason}); the next snapshot replaces all state`);

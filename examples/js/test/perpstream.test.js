@@ -150,3 +150,74 @@ test("a refused subscription and a 4404 close are fatal: no reconnect", async ()
   assert.equal(connections, 1);
   closing.close();
 });
+
+test("a reconnect resumes from the last offset, repeats are dropped, an unrecovered resume starts afresh", async () => {
+  const server = await scriptedServer((socket, request, connection) => {
+    if (request.op !== "subscribe") return;
+    const stream = { epoch: "e1" };
+    send(socket, { seq: 1, type: "subscribed", channel: "system", id: request.id, subscription: "prices:btc-usdc-perp" });
+    if (connection === 1) {
+      send(socket, { seq: 1, type: "connected" });
+      send(socket, { seq: 2, type: "price_update", price: "1", offset: 10, ...stream });
+      send(socket, { seq: 3, type: "price_update", price: "2", offset: 12, ...stream });
+      socket.close(1013, "slow_consumer");
+    } else if (connection === 2) {
+      send(socket, { seq: 1, type: "connected", recovered: true });
+      send(socket, { seq: 2, type: "price_update", price: "2", offset: 12, ...stream }); // a repeat: dropped
+      send(socket, { seq: 3, type: "price_update", price: "3", offset: 15, ...stream });
+      socket.close(1001, "server_shutting_down");
+    } else {
+      send(socket, { seq: 1, type: "connected", recovered: false }); // another epoch now
+      send(socket, { seq: 2, type: "price_update", price: "4", offset: 3, epoch: "e2" });
+    }
+  });
+  const { seen, handlers } = collect();
+  const missed = [];
+  const stream = new PerpStream(server.url, [{ channel: "prices", market_id: "btc-usdc-perp" }],
+    { ...handlers, missed: (name) => missed.push(name) },
+    { backoff: new Backoff({ initialMs: 10, maxMs: 10 }) }).start();
+  await until(() => seen.snapshots.length >= 4);
+  stream.stop();
+  server.close();
+  const subscribes = server.requests.filter((r) => r.op === "subscribe");
+  assert.deepEqual(subscribes.map((r) => [r.connection, r.since]), [
+    [1, undefined],
+    [2, { epoch: "e1", offset: 12 }],
+    [3, { epoch: "e1", offset: 15 }],
+  ]);
+  assert.deepEqual(seen.snapshots, [
+    { seq: 2, price: "1", fresh: true },
+    { seq: 3, price: "2", fresh: false },
+    { seq: 3, price: "3", fresh: false }, // resumed: no fresh start, nothing twice
+    { seq: 2, price: "4", fresh: true }, // not recovered: this snapshot replaces all state
+  ]);
+  assert.deepEqual(missed, ["prices:btc-usdc-perp"]);
+  assert.ok(seen.statuses.some((s) => s.includes("offset 12 seen already")));
+});
+
+test("a resume position the server refuses (invalid_since) is forgotten: the stream is subscribed afresh", async () => {
+  const server = await scriptedServer((socket, request, connection) => {
+    if (request.op !== "subscribe") return;
+    if (request.since) {
+      send(socket, { seq: 1, type: "error", channel: "system", code: "invalid_since", message: "no", id: request.id });
+      return;
+    }
+    send(socket, { seq: 1, type: "subscribed", channel: "system", id: request.id, subscription: "prices:btc-usdc-perp" });
+    send(socket, { seq: 1, type: "connected" });
+    send(socket, { seq: 2, type: "price_update", price: "1", offset: 10, epoch: "e1" });
+    if (connection === 1) socket.close(1011, "internal_error");
+  });
+  const { seen, handlers } = collect();
+  const stream = new PerpStream(server.url, [{ channel: "prices", market_id: "btc-usdc-perp" }], handlers, {
+    backoff: new Backoff({ initialMs: 10, maxMs: 10 }),
+  }).start();
+  await until(() => seen.snapshots.length >= 2);
+  stream.stop();
+  server.close();
+  assert.deepEqual(server.requests.filter((r) => r.op === "subscribe").map((r) => [r.connection, r.since]), [
+    [1, undefined],
+    [2, { epoch: "e1", offset: 10 }],
+    [2, undefined],
+  ]);
+  assert.deepEqual(seen.fatal, []);
+});

@@ -1,7 +1,7 @@
 // perpstream dashboard: one multiplexed WebSocket, no dependencies, no build step.
 //
 // Layout of this file: exact decimals (display only) → formatting → the stream
-// client (subscriptions, reconnect, heartbeat) → the views → start-up.
+// client (subscriptions, reconnect and resume, heartbeat) → the views → start-up.
 "use strict";
 
 (() => {
@@ -220,21 +220,26 @@
    * One multiplexed WebSocket carrying every subscription of the page.
    *
    * Subscriptions are remembered here and replayed after every reconnect, so
-   * the views never need to know the link dropped. Reconnects back off
+   * the views never need to know the link dropped. Each remembers the last
+   * (epoch, offset) it received and resumes from there (`since`): the server
+   * sends what was missed while offline, or says it cannot (`recovered:
+   * false`, passed on to `onMissed`). A message at or below the last offset
+   * of its epoch was handled already and is dropped. Reconnects back off
    * exponentially with jitter (half fixed, half random) so that a restarted
    * server is not met by every browser at the same instant. Each stream's seq
-   * is checked; a gap means lost messages, so that stream is re-subscribed to
-   * get a fresh snapshot.
+   * is checked; a gap means lost messages, so that stream is re-subscribed,
+   * resuming, to get what was lost.
    */
   class StreamClient {
-    constructor({ url, prepare, onMessage, onState, onRefused, onResync }) {
+    constructor({ url, prepare, onMessage, onState, onRefused, onResync, onMissed }) {
       this.url = url;
       this.prepare = prepare;
       this.onMessage = onMessage;
       this.onState = onState;
       this.onRefused = onRefused;
       this.onResync = onResync;
-      this.subscriptions = new Map(); // key → {spec, id, lastSeq}
+      this.onMissed = onMissed;
+      this.subscriptions = new Map(); // key → {spec, id, lastSeq, position: {epoch, offset} | null}
       this.nextId = 1;
       this.attempt = 0;
       this.socket = null;
@@ -258,7 +263,7 @@
     subscribe(spec) {
       const key = streamKey(spec);
       if (this.subscriptions.has(key)) return;
-      const subscription = { spec, id: this.nextId++, lastSeq: 0 };
+      const subscription = { spec, id: this.nextId++, lastSeq: 0, position: null };
       this.subscriptions.set(key, subscription);
       this.sendSubscribe(subscription);
     }
@@ -347,7 +352,17 @@
     }
 
     sendSubscribe(subscription) {
-      this.send({ op: "subscribe", ...subscription.spec, id: subscription.id });
+      const since = subscription.position;
+      this.send({ op: "subscribe", ...subscription.spec, id: subscription.id, ...(since && { since }) });
+    }
+
+    /** Whether `message` was handled already (offset at or below the last of its epoch); else note it. */
+    repeated(subscription, message) {
+      if (!Number.isInteger(message.offset)) return false;
+      const last = subscription.position;
+      if (last && last.epoch === message.epoch && message.offset <= last.offset) return true;
+      subscription.position = { epoch: message.epoch, offset: message.offset };
+      return false;
     }
 
     resubscribe(subscription) {
@@ -368,6 +383,10 @@
         subscription.lastSeq = message.seq;
         this.attempt = 0; // the server is really serving: the next outage starts afresh
         if (Number.isFinite(message.server_time)) this.clockOffset = message.server_time - Date.now();
+        if (message.recovered === false) {
+          subscription.position = null; // another history: its offsets start over
+          this.onMissed(subscription.spec);
+        }
         return;
       }
       if (subscription.lastSeq && message.seq !== subscription.lastSeq + 1) {
@@ -375,6 +394,7 @@
         return;
       }
       subscription.lastSeq = message.seq;
+      if (this.repeated(subscription, message)) return;
       if (message.type === "resync") {
         this.onResync(subscription.spec, message);
         return;
@@ -389,7 +409,12 @@
         if (message.reason === "server_shutting_down") this.attempt = Math.max(this.attempt, SHUTDOWN_BACKOFF_STEP);
       } else if (message.type === "error" && message.id != null) {
         for (const [key, subscription] of this.subscriptions) {
-          if (subscription.id === message.id) {
+          if (subscription.id === message.id && message.code === "invalid_since") {
+            // The server cannot resume from there: subscribe afresh.
+            subscription.position = null;
+            subscription.id = this.nextId++;
+            this.sendSubscribe(subscription);
+          } else if (subscription.id === message.id) {
             this.subscriptions.delete(key);
             this.onRefused(subscription.spec, message);
           }
@@ -709,6 +734,16 @@
       }
     }
 
+    /** A resume that did not recover: mark the gap in the timeline, where the missing events would be. */
+    function missed(spec) {
+      if (!watched || streamKey(spec) !== streamKey(watched)) return;
+      events.prepend(el("li", { class: "event event-gap", "data-type": "gap" },
+        el("time", { text: formatClock(Date.now()) }),
+        el("span", { class: "event-detail",
+          text: "Reconnected, but the server could not replay what happened while offline: events may be missing here." })));
+      eventsBlock.hidden = false;
+    }
+
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       watch(input.value);
@@ -717,7 +752,7 @@
     const fromHash = /^#account=(.+)$/.exec(location.hash);
     if (fromHash) watch(decodeURIComponent(fromHash[1]));
 
-    return { watch, showPositions, showEvent, refused, resynced };
+    return { watch, showPositions, showEvent, refused, resynced, missed };
   }
 
   function byHealth(a, b) {
@@ -753,7 +788,7 @@
     if (message.type === "liquidation_warning") {
       const places = pricePlaces(message.mark_price);
       return el("li", { class: `event event-warning severity-${message.severity}`, "data-type": message.type,
-        "data-severity": message.severity, "data-position-id": message.position_id },
+        "data-severity": message.severity, "data-position-id": message.position_id, "data-offset": message.offset },
         time,
         el("span", { class: `badge severity severity-${message.severity}`, text: message.severity }),
         el("span", { class: "event-title", text: title }), market,
@@ -769,7 +804,7 @@
     if (message.reward) details.push(`keeper reward ${formatUsd(message.reward)}`);
     if (message.reverted_type) details.push(`undid ${EVENT_TITLES[message.reverted_type] || message.reverted_type}`);
     return el("li", { class: `event event-${message.type}`, "data-type": message.type, "data-finality": message.finality,
-      "data-position-id": message.position_id },
+      "data-position-id": message.position_id, "data-offset": message.offset },
       time,
       el("span", { class: "badge finality", text: message.finality || "" }),
       el("span", { class: "event-title", text: title }), market,
@@ -884,6 +919,7 @@
       onState: (state) => showState(state),
       onRefused: (spec, error) => panel.refused(spec, error),
       onResync: (spec, message) => panel.resynced(spec, message),
+      onMissed: (spec) => panel.missed(spec),
     });
     const showState = connectionView(client);
     tiles = marketTiles(client);
