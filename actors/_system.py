@@ -30,8 +30,9 @@ class ActorSystem:
     (for a root supervisor that gave up, :class:`RestartIntensityExceeded`).
     """
 
-    def __init__(self) -> None:
-        self.registry = Registry()
+    def __init__(self, registry: Registry | None = None) -> None:
+        """``registry``: one made beforehand, so objects outside the tree can be wired to it."""
+        self.registry = registry if registry is not None else Registry()
         self._root: Cell | None = None
 
     async def run(self, root: ChildSpec, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -72,7 +73,7 @@ class ActorSystem:
 
 
 @contextlib.asynccontextmanager
-async def open_system(root: ChildSpec) -> AsyncIterator[ActorSystem]:
+async def open_system(root: ChildSpec, *, registry: Registry | None = None) -> AsyncIterator[ActorSystem]:
     """Run an :class:`ActorSystem` for the duration of an ``async with``.
 
     Entering starts ``root`` and waits until it is ready (a root supervisor is
@@ -82,7 +83,7 @@ async def open_system(root: ChildSpec) -> AsyncIterator[ActorSystem]:
     :meth:`Supervisor.spec` for a root supervisor, so that its shutdown is
     bounded by its children's timeouts rather than by a single one.
     """
-    system = ActorSystem()
+    system = ActorSystem(registry)
     async with trio.open_nursery() as nursery:
         await nursery.start(system.run, root)
         try:

@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from perpstream import __version__
-from perpstream.config import Config, ConfigError, load_config, unstructure, validate
+from perpstream.config import Config, ConfigError, check_role, load_config, unstructure, validate
 from perpstream.logs import configure_logging
 from perpstream.systemd import notify
 
@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (overrides server.port)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log.level")
     serve.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
+    serve.add_argument("--role", choices=["all", "core", "edge"], default="all",
+                       help="all: one process (default); core: the actors, publishing to the [bus]; "
+                            "edge: WebSocket/REST clients, fed from the [bus] (docs/deployment.md)")
 
     check = commands.add_parser("check-config", help="validate a config file and print the effective config")
     check.add_argument("file", metavar="FILE")
@@ -80,16 +83,18 @@ def effective_config(config: Config) -> dict[str, Any]:
     return data
 
 
-async def _serve_until_signalled(config: Config) -> None:
-    """Run the daemon; the first SIGINT/SIGTERM stops it gracefully, a second at once."""
+async def _serve_until_signalled(config: Config, role: str) -> None:
+    """Run the daemon in ``role``; the first SIGINT/SIGTERM stops it gracefully, a second at once."""
+    from perpstream.cluster import run_core, run_edge
     from perpstream.daemon import run_daemon
 
+    run_role = {"all": run_daemon, "core": run_core, "edge": run_edge}[role]
     shutdown = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def daemon(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
-                await run_daemon(config, shutdown=shutdown, task_status=task_status)
+                await run_role(config, shutdown=shutdown, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             async def deadline() -> None:
@@ -137,9 +142,9 @@ def _bind_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, role: str) -> int:
     try:
-        trio.run(_serve_until_signalled, config)
+        trio.run(_serve_until_signalled, config, role)
     except (OSError, BaseExceptionGroup, RuntimeError) as exc:
         refusal = _startup_error(exc)
         if refusal is not None:
@@ -197,8 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         validate(config, "the command line")
+        check_role(config, args.role)
     except ConfigError as exc:
         print(f"perpstream: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log.level, config.log.format)
-    return _serve(config)
+    return _serve(config, args.role)

@@ -216,6 +216,19 @@ class SessionsConfig:
 
 
 @attrs.frozen
+class BusConfig:
+    """How a core and its edges talk (``--role core`` / ``--role edge``); one process needs none."""
+
+    kind: Literal["local", "redis"] = "local"
+    url: str = "redis://127.0.0.1:6379/0"
+    url_env: str = "PERPSTREAM_REDIS_URL"  # overrides url when set (URLs may hold a password)
+    prefix: str = "perpstream"  # of every key: several deployments can share one Redis
+    lease_ttl_s: float = ranged(5.0, ge=0.5, le=600)  # an active core that stops renewing is replaced after this
+    interest_ttl_s: float = ranged(30.0, ge=1, le=3600)  # an edge's claim on an account's session
+    max_backlog: int = ranged(100_000, ge=100, le=10_000_000)  # writes a core queues while Redis is away
+
+
+@attrs.frozen
 class DebugConfig:
     token_env: str = "PERPSTREAM_DEBUG_TOKEN"  # unset: debug routes answer loopback only
 
@@ -301,6 +314,7 @@ class Config:
     sessions: SessionsConfig = SessionsConfig()
     debug: DebugConfig = DebugConfig()
     metrics: MetricsConfig = MetricsConfig()
+    bus: BusConfig = BusConfig()
     markets: tuple[MarketConfig, ...] = attrs.field(factory=_default_markets)
 
     def market(self, market_id: str) -> MarketConfig | None:
@@ -407,12 +421,22 @@ def _validate(config: Config) -> list[str]:
         problems.append("ws.send_timeout_s: must be longer than ws.ping_interval_s")
     if config.feed.hermes.backoff_initial_s > config.feed.hermes.backoff_max_s:
         problems.append("feed.hermes.backoff_initial_s: must not exceed feed.hermes.backoff_max_s")
+    if not config.bus.prefix or any(c in config.bus.prefix for c in " *?[]"):
+        problems.append(f"bus.prefix: expected a non-empty key prefix without spaces or glob characters, "
+                        f"got {config.bus.prefix!r}")
     for i, proxy in enumerate(config.limits.trusted_proxies):
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             problems.append(f"limits.trusted_proxies[{i}]: {proxy!r} is not an IP address or CIDR network")
     return problems
+
+
+def check_role(config: Config, role: str) -> None:
+    """A core or an edge needs a bus between them: ConfigError otherwise."""
+    if role != "all" and config.bus.kind != "redis":
+        raise ConfigError("--role", [f"--role {role} needs [bus] kind = \"redis\" (got {config.bus.kind!r}); "
+                                     "--role all runs in one process without a bus"])
 
 
 def validate(config: Config, source: str = "<config>") -> Config:

@@ -6,6 +6,10 @@ Shutdown runs the other way round: stop accepting, say ``goodbye`` and close
 1001 to every client, stop the web server, then stop the actor tree
 gracefully (each actor finishes its current message; the indexer's cursor
 is already durable after every batch).
+
+The roles of a deployment past one process (``--role core`` and ``--role
+edge``, over Redis) are in :mod:`perpstream.cluster`; they share
+:func:`serve_app` with this one.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from perpstream.web import AppContext, ConnectionGuard, Metrics, create_app, ser
 from perpstream.web.connection import Connection
 from perpstream.web.health import install_health
 
-__all__ = ["run_daemon"]
+__all__ = ["new_guard", "run_daemon", "serve_app"]
 
 log = logging.getLogger("perpstream.daemon")
 
@@ -44,6 +48,67 @@ async def _say_goodbye(context: AppContext) -> None:
             await trio.sleep(0.05)
     if connections:
         log.info("closed %d client connection(s)", len(connections))
+
+
+def new_guard(config: Config) -> ConnectionGuard:
+    return ConnectionGuard(
+        send_timeout=config.ws.send_timeout_s,
+        # Silent for two ping intervals, or for the send timeout if that
+        # is shorter: a client that stopped reading at a low message
+        # rate never blocks a send (the kernel buffers absorb it), so
+        # silence is how the send timeout is kept for it.
+        idle_timeout=min(2 * config.ws.ping_interval_s, config.ws.send_timeout_s),
+        ping_interval=config.ws.ping_interval_s,
+    )
+
+
+async def serve_app(
+    config: Config,
+    context: AppContext,
+    guard: ConnectionGuard,
+    *,
+    shutdown: trio.Event,
+    describe: dict[str, str],
+    streams: bool = True,
+    task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``context``'s app until ``shutdown``; clients are told goodbye first.
+
+    ``streams``: the WebSocket, REST and dashboard routes too (a core serves only health, metrics, debug).
+    """
+    app = create_app(context, streams=streams)
+
+    async def stop_serving() -> None:
+        await shutdown.wait()
+        log.info("shutting down: closing client connections")
+        await _say_goodbye(context)
+
+    async with trio.open_nursery() as nursery:
+
+        async def announce(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+            await serve(
+                app, host=config.server.host, port=config.server.port, guard=guard,
+                max_message_bytes=4 * config.ws.max_frame_bytes, compression=config.ws.compression,
+                shutdown_trigger=stop_serving, task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()  # the GC policy ends with the server
+
+        bound = await nursery.start(announce)
+        nursery.start_soon(run_gc_policy)
+        _log_startup(config, bound, describe, streams=streams)
+        task_status.started(bound)
+
+
+def web_context(config: Config, registry: actors.Registry, clock: WallClock, guard: ConnectionGuard,
+                **fields: object) -> AppContext:
+    """The web layer's shared state for a server on ``registry``."""
+    return AppContext(
+        config=config, registry=registry, clock=clock, metrics=Metrics(),
+        debug_token=os.environ.get(config.debug.token_env) or None,
+        guard_stats=lambda: {"cut_slow": guard.cut_slow, "cut_idle": guard.cut_idle,
+                             "protocol_errors": getattr(guard, "protocol_errors", 0)},
+        stream_of=guard.stream_of, **fields,  # type: ignore[arg-type]
+    )
 
 
 async def run_daemon(
@@ -63,52 +128,21 @@ async def run_daemon(
         tree = build_tree(config, clock=clock, feed=built.feed, store=built.store, chain=built.chain,
                           history=history)
         async with actors.open_system(tree.root) as system:
-            metrics = Metrics()
-            guard = ConnectionGuard(
-                send_timeout=config.ws.send_timeout_s,
-                # Silent for two ping intervals, or for the send timeout if that
-                # is shorter: a client that stopped reading at a low message
-                # rate never blocks a send (the kernel buffers absorb it), so
-                # silence is how the send timeout is kept for it.
-                idle_timeout=min(2 * config.ws.ping_interval_s, config.ws.send_timeout_s),
-                ping_interval=config.ws.ping_interval_s,
-            )
-            context = AppContext(
-                config=config, registry=system.registry, clock=clock, metrics=metrics,
-                debug_token=os.environ.get(config.debug.token_env) or None,
-                guard_stats=lambda: {"cut_slow": guard.cut_slow, "cut_idle": guard.cut_idle,
-                                     "protocol_errors": getattr(guard, "protocol_errors", 0)},
-                stream_of=guard.stream_of, history=history,
-            )
+            guard = new_guard(config)
+            context = web_context(config, system.registry, clock, guard, history=history)
             install_health(context, feed_status=built.feed.status, indexer_status=built.indexer_status)
-            app = create_app(context)
-
-            async def stop_serving() -> None:
-                await shutdown.wait()
-                log.info("shutting down: closing client connections")
-                await _say_goodbye(context)
-
-            async with trio.open_nursery() as nursery:
-
-                async def announce(task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
-                    await serve(
-                        app, host=config.server.host, port=config.server.port, guard=guard,
-                        max_message_bytes=4 * config.ws.max_frame_bytes, compression=config.ws.compression,
-                        shutdown_trigger=stop_serving, task_status=task_status,
-                    )
-                    nursery.cancel_scope.cancel()  # the GC policy ends with the server
-
-                bound = await nursery.start(announce)
-                nursery.start_soon(run_gc_policy)
-                _log_startup(config, bound, built.describe)
-                task_status.started(bound)
+            await serve_app(config, context, guard, shutdown=shutdown, describe=built.describe,
+                            task_status=task_status)
             log.info("web server stopped; stopping actors")
     log.info("stopped")
 
 
-def _log_startup(config: Config, bound: list[tuple[str, int]], describe: dict[str, str]) -> None:
+def _log_startup(config: Config, bound: list[tuple[str, int]], describe: dict[str, str], *, streams: bool) -> None:
     for host, port in bound:
         base = f"{host}:{port}"
+        if not streams:
+            log.info("serving http://%s (health /healthz /readyz, /metrics, /debug/actors)", base)
+            continue
         log.info("serving http://%s (dashboard /, REST /api/v1, health /healthz /readyz, /metrics, /debug/actors)",
                  base)
         log.info("streams ws://%s/api/v1/ws/{prices,market-stats}/{market_id} | positions/{address} | "

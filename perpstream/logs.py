@@ -41,6 +41,7 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     # Per-request access lines from the ASGI server drown the service's own logs.
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
     # httpx logs every request at INFO: the indexer's polls and the feed's
-    # reconnects would be two lines a second. Failures are logged by their callers.
-    for name in ("httpx", "httpcore"):
+    # reconnects would be two lines a second; coredis each retry. Failures are
+    # logged by their callers.
+    for name in ("httpx", "httpcore", "coredis"):
         logging.getLogger(name).setLevel(logging.WARNING)

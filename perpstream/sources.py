@@ -171,8 +171,13 @@ def _chain_children(
 
 
 @asynccontextmanager
-async def open_sources(config: Config, clock: WallClock, *, given: Sources | None = None) -> AsyncIterator[Sources]:
-    """The configured sources for the daemon's lifetime (``given``: use those instead)."""
+async def open_sources(
+    config: Config, clock: WallClock, *, given: Sources | None = None, local_history: bool = True
+) -> AsyncIterator[Sources]:
+    """The configured sources for the daemon's lifetime (``given``: use those instead).
+
+    ``local_history``: open the chain-derived streams' history file (a core on a bus keeps its history in Redis).
+    """
     if given is not None:
         yield given
         return
@@ -183,10 +188,12 @@ async def open_sources(config: Config, clock: WallClock, *, given: Sources | Non
             # A new chain every run: its index and history start anew (a new epoch).
             unlink_sqlite(path)
             unlink_sqlite(history_path(config))
-        streams = config.streams
-        history = StreamHistory.open(history_path(config), size=streams.history_size, ttl_s=streams.history_ttl_s,
-                                     now_ms=clock.now_ms)
-        stack.callback(history.close)
+        history = None
+        if local_history:
+            streams = config.streams
+            history = StreamHistory.open(history_path(config), size=streams.history_size,
+                                         ttl_s=streams.history_ttl_s, now_ms=clock.now_ms)
+            stack.callback(history.close)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=config.chain.rpc_timeout_s))
         store = IndexerStore(path)
         stack.callback(store.close)

@@ -137,6 +137,11 @@ class HistoryLog:
         """The newest offset handed out in this epoch (0: none yet)."""
         return self._next - 1
 
+    @property
+    def reserved(self) -> int:
+        """Offsets up to this one may have been handed out (a durable epoch reserves ahead)."""
+        return self._reserved
+
     # ------------------------------------------------------------ reading
 
     def recover(self, stream: str, since: Since, now_ms: int) -> Recovery:

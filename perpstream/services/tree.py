@@ -59,8 +59,9 @@ def build_tree(
     store: PositionSource,
     history: StreamHistory,
     chain: Sequence[ChildSpec] = (),
+    extra: Sequence[ChildSpec] = (),
 ) -> ServiceTree:
-    """The root spec of the daemon's actor tree."""
+    """The root spec of the daemon's actor tree; ``extra``: children a role adds (a core's bus actors)."""
     streams = config.streams
     market_ids = [m.id for m in config.markets]
     market_settings = MarketSettings(
@@ -105,6 +106,7 @@ def build_tree(
             grace_s=config.sessions.grace_s,
         )),
         ChildSpec(HISTORY, lambda: HistoryKeeper(history)),
+        *extra,
     ]
     root = Supervisor.spec("root", children, strategy=Strategy.ONE_FOR_ONE,
                            intensity=ROOT_INTENSITY, backoff=RESTART_BACKOFF)

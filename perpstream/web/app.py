@@ -53,13 +53,17 @@ def _add_http_latency(app: QuartTrio, context: AppContext) -> None:
         return response
 
 
-def create_app(context: AppContext) -> QuartTrio:
-    """The HTTP and WebSocket application over a running actor tree."""
+def create_app(context: AppContext, *, streams: bool = True) -> QuartTrio:
+    """The HTTP and WebSocket application over a running actor tree.
+
+    ``streams=False``: health, metrics and debug only (a core, whose clients are its edges).
+    """
     app = QuartTrio("perpstream")
     _add_http_errors(app)
     _add_http_latency(app, context)
     add_ops_routes(app, context)
-    add_rest_routes(app, context)
-    add_websocket_routes(app, context)
-    add_dashboard_routes(app)
+    if streams:
+        add_rest_routes(app, context)
+        add_websocket_routes(app, context)
+        add_dashboard_routes(app)
     return app

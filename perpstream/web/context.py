@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -44,6 +44,10 @@ class AppContext:
     guard_stats: Callable[[], dict[str, int]] = lambda: {}
     # The guarded socket stream of a client (by ASGI scope "client"), if served by our server.
     stream_of: Callable[[Any], GuardedStream | None] = lambda client: None
+    # On an edge: keeps a stream flowing from the bus while it has subscribers.
+    follow: Callable[[StreamKey], AbstractAsyncContextManager[None]] | None = None
+    # What /debug/actors adds about the deployment (an edge names its bus and the active core).
+    describe_deployment: Callable[[], Awaitable[dict[str, object]]] | None = None
     # Where resuming subscriptions read what they missed: the actor tree's history (the daemon passes it).
     history: StreamRecovery = attrs.field(default=attrs.Factory(
         lambda self: StreamHistory.in_memory(size=self.config.streams.history_size,
@@ -68,8 +72,11 @@ class AppContext:
 
     @asynccontextmanager
     async def attach(self, key: StreamKey) -> AsyncIterator[None]:
-        """Whatever a stream needs running while someone watches it (a user session)."""
-        if key.channel is Channel.POSITIONS and key.key is not None:
+        """Whatever a stream needs running while someone watches it (a user session; on an edge, the stream)."""
+        if self.follow is not None:
+            async with self.follow(key):
+                yield
+        elif key.channel is Channel.POSITIONS and key.key is not None:
             async with acquire_session(self.registry.ref(SESSION_DIRECTORY), key.key):
                 yield
         else:

@@ -107,6 +107,8 @@ def add_ops_routes(app: QuartTrio, context: AppContext) -> None:
             "cut_slow": context.guard_stats().get("cut_slow", 0),
             "cut_idle": context.guard_stats().get("cut_idle", 0),
         }
+        if context.describe_deployment is not None:
+            snapshot["deployment"] = await context.describe_deployment()
         if request.args.get("format") == "text":
             return Response(render_tree(snapshot), content_type="text/plain; charset=utf-8")
         return json_response(snapshot)

@@ -50,8 +50,10 @@ def to_toml(settings: Settings, prefix: str = "") -> str:
 class DaemonProcess:
     """One ``perpstream serve`` process at a time, on a fixed port, logging JSON lines to a file."""
 
-    def __init__(self, workdir: Path, settings: Settings) -> None:
+    def __init__(self, workdir: Path, settings: Settings, *, role: str = "all") -> None:
         self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.role = role
         self.port = free_port()
         self.config = workdir / "perpstream.toml"
         self.config.write_text(to_toml(settings))
@@ -74,7 +76,7 @@ class DaemonProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "perpstream", "serve", "--config", str(self.config),
-                 "--port", str(self.port), "--log-format", "json"],
+                 "--port", str(self.port), "--log-format", "json", "--role", self.role],
                 cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
             )
         async with httpx.AsyncClient(base_url=self.http) as http:

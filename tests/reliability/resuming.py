@@ -40,6 +40,9 @@ class ResumingClient:
     streams: dict[str, dict[str, Any]]  # stream name ("positions:0x..") → subscribe fields, or {"path": ...}
     positions: dict[str, tuple[str, int]] = attrs.Factory(dict)
     events: dict[str, list[dict[str, Any]]] = attrs.Factory(dict)
+    #: Every stream frame received (snapshots too), by stream and offset.
+    frames: dict[str, dict[int, dict[str, Any]]] = attrs.Factory(dict)
+    closes: list[int | None] = attrs.Factory(list)
     recovered: list[bool | None] = attrs.Factory(list)
     repeats: list[dict[str, Any]] = attrs.Factory(list)
     connections: int = 0
@@ -74,6 +77,7 @@ class ResumingClient:
             self.repeats.append(message)
             return
         self.positions[name] = (message["epoch"], message["offset"])
+        self.frames.setdefault(name, {})[message["offset"]] = as_sent(message)
         if is_event(message):
             self.events.setdefault(name, []).append(as_sent(message))
 
@@ -93,8 +97,8 @@ class ResumingClient:
                         self._record(json.loads(await ws.get_message()))
                         self._arrived.set()
                         self._arrived = trio.Event()
-                except ConnectionClosed:
-                    pass
+                except ConnectionClosed as closed:
+                    self.closes.append(closed.reason.code)
 
     async def wait_for_offset(self, name: str, offset: int, *, timeout: float = 15) -> None:
         """Until ``name``'s stream has been received through ``offset`` (while another task reads)."""
