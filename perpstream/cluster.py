@@ -94,8 +94,10 @@ async def run_core(
             try:
                 await _run_active_core(config, clock, link, keys, lease, registry, context, shutdown)
             except* LeaseLost as lost:
-                log.error("%s; exiting so that a supervisor starts this core again as a standby",
-                          lost.exceptions[0])
+                reason: BaseException = lost
+                while isinstance(reason, BaseExceptionGroup):
+                    reason = reason.exceptions[0]
+                log.error("%s; exiting so that a supervisor starts this core again as a standby", reason)
                 raise SystemExit(3) from None
             finally:
                 with trio.CancelScope(shield=True):

@@ -5,8 +5,9 @@ every third of the TTL; a standby tries to take it as often. A core that
 cannot renew (Redis unreachable, or the key gone to another core) stops
 being active at once — it exits, for its supervisor to start it again as a
 standby — so two cores never publish at the same time for longer than the
-TTL it could not renew in. A Redis that is unreachable for less than the
-TTL, or comes back empty, costs the active core nothing. ``kill -9`` of the active core: its lease
+TTL it could not renew in. A Redis that is unreachable (restarting), or
+comes back empty, costs the active core nothing: it renews (or takes the
+lease again) when Redis is back, unless another core holds it by then. ``kill -9`` of the active core: its lease
 expires, and the standby is active within the TTL plus one try.
 """
 
@@ -86,27 +87,25 @@ class CoreLease:
             await trio.sleep(self.tick_s)
 
     async def hold(self) -> None:
-        """Renew the lease until it is lost (then raise :class:`LeaseLost`).
+        """Renew the lease until another core holds it (then raise :class:`LeaseLost`).
 
-        Lost: another core holds it, or no renewal succeeded for a whole TTL
-        (Redis unreachable: the lease may have expired and been taken).
+        While Redis is unreachable nothing can be published anyway, and no
+        core can take the lease from a Redis that is down; a Redis that only
+        this core cannot reach is the one case where a standby may take over
+        meanwhile, and the first renewal after it says so.
         """
         renew = self.link.client.register_script(_RENEW)
-        renewed_at = trio.current_time()
         while True:
             await trio.sleep(self.tick_s)
             try:
                 kept: object = await renew(keys=[self.keys.lease], args=[self.core_id, int(self.ttl_s * 1000)])
             except REDIS_DOWN as exc:
                 self.link.went_down(exc)
-                if trio.current_time() - renewed_at < self.ttl_s - self.tick_s:
-                    continue
-                kept = 0
+                continue
             if not kept:
                 self.active = False
-                raise LeaseLost(f"core {self.core_id} could not renew its lease: no longer active")
+                raise LeaseLost(f"core {self.core_id}: another core holds the lease: no longer active")
             self.link.came_up()
-            renewed_at = trio.current_time()
 
     async def release(self) -> None:
         """Give the lease up (a graceful stop): the standby need not wait for it to expire."""

@@ -1,0 +1,125 @@
+"""Faults of a deployment over Redis: the active core killed with ``-9``, Redis restarted.
+
+Clients stay connected to their edge through both: they see a pause, not a
+close, and offsets go on in the same epoch; a client that was away
+meanwhile resumes from the history in Redis (or, if Redis came back
+empty, is told ``recovered: false`` and gets a snapshot).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from tests.reliability.daemon_process import DaemonProcess
+from tests.reliability.resuming import ResumingClient
+
+from .cluster import cluster_settings, start_node, wait_ready
+from .redis_server import RedisServer
+from .test_cluster_e2e import BTC, an_account, streams_of, until_both_reach
+
+pytestmark = pytest.mark.e2e
+
+
+async def is_active(core: DaemonProcess) -> bool:
+    async with httpx.AsyncClient(base_url=core.http, timeout=5) as http:
+        tree = (await http.get("/debug/actors")).json()
+    return bool(tree["deployment"]["active"])
+
+
+async def test_kill_9_of_the_active_core_the_standby_takes_over_and_clients_see_a_pause(
+    redis: RedisServer, tmp_path: Path,
+) -> None:
+    settings = cluster_settings(redis, tmp_path / "data")
+    nodes: list[DaemonProcess] = []
+    try:
+        first = await start_node(tmp_path / "core1", settings, "core")
+        nodes.append(first)
+        await wait_ready(first)
+        second = await start_node(tmp_path / "core2", settings, "core")
+        edge = await start_node(tmp_path / "edge", settings, "edge")
+        nodes += [second, edge]
+        await wait_ready(edge)
+        assert await is_active(first) and not await is_active(second)
+        name = f"prices:{BTC}"
+        client = ResumingClient(edge.ws(""), {name: {"channel": "prices", "market_id": BTC},
+                                               "liquidations": {"channel": "liquidations"}})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.connected_for, math.inf)
+            with trio.fail_after(30):
+                while len(client.frames.get(name, {})) < 3:
+                    await trio.sleep(0.05)
+            before = client.positions[name]
+            first.kill()
+            killed_at = trio.current_time()
+            with trio.fail_after(30):
+                while not await is_active(second):
+                    await trio.sleep(0.05)
+            took_over_s = trio.current_time() - killed_at
+            print(f"the standby took over {took_over_s:.2f} s after the kill "
+                  f"(lease_ttl_s {settings['bus']['lease_ttl_s']})")
+            await client.wait_for_offset(name, before[1] + 1, timeout=30)
+            nursery.cancel_scope.cancel()
+        assert client.closes == [] and client.recovered == [None, None]  # one connection all along
+        assert client.repeats == []  # offsets went on increasing
+        assert {frame["epoch"] for frame in client.frames[name].values()} == {before[0]}
+    finally:
+        for node in nodes:
+            node.ensure_stopped()
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["redis-keeps-its-data", "redis-comes-back-empty"])
+async def test_a_redis_restart_keeps_clients_connected_and_resumes_from_its_history(
+    tmp_path: Path, persistent: bool, redis: RedisServer,
+) -> None:
+    if not persistent:
+        redis.persistent = False
+        await redis.restart()
+    settings = cluster_settings(redis, tmp_path / "data")
+    nodes: list[DaemonProcess] = []
+    try:
+        nodes.append(await start_node(tmp_path / "core", settings, "core"))
+        edge = await start_node(tmp_path / "edge", settings, "edge")
+        nodes.append(edge)
+        await wait_ready(edge)
+        account = await an_account(redis)
+        streams = {n: s for n, s in streams_of(account).items() if n.startswith("positions")}
+        [name] = streams
+        stayer, leaver = ResumingClient(edge.ws(""), streams), ResumingClient(edge.ws(""), streams)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stayer.connected_for, math.inf)
+            away = trio.CancelScope()
+
+            async def leaver_until_away() -> None:
+                with away:
+                    await leaver.connected_for(math.inf)
+
+            nursery.start_soon(leaver_until_away)
+            await until_both_reach(stayer, leaver, name, events=1)
+            away.cancel()
+            await redis.restart(down_s=1.0)
+            seen = len(stayer.events.get(name, []))
+            with trio.fail_after(60):  # events after Redis is back reach the one who stayed
+                while len(stayer.events.get(name, [])) < seen + 2:
+                    await trio.sleep(0.1)
+            nursery.start_soon(leaver.connected_for, math.inf)
+            await until_both_reach(stayer, leaver, name, events=0)
+            nursery.cancel_scope.cancel()
+        assert stayer.closes == [] and stayer.recovered == [None]
+        if persistent:
+            assert leaver.recovered == [None, True]
+            first = max(min(stayer.frames[name]), min(leaver.frames[name]))
+            last = min(stayer.positions[name][1], leaver.positions[name][1])
+            assert [e for e in leaver.events[name] if first < e["offset"] <= last] == \
+                [e for e in stayer.events[name] if first < e["offset"] <= last]
+        else:
+            assert leaver.recovered == [None, False]  # its history was lost with Redis's data: a new epoch
+            assert len({f["epoch"] for f in stayer.frames[name].values()}) == 2
+        assert stayer.repeats == [] and leaver.repeats == []
+    finally:
+        for node in nodes:
+            node.ensure_stopped()
