@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import AsyncExitStack
 
 import trio
 
@@ -26,14 +27,17 @@ from perpstream.bus import (
     LeaseLost,
     RedisLink,
     RedisRelay,
+    StreamUnavailable,
     TaskActor,
 )
 from perpstream.clock import WallClock
 from perpstream.config import Config
 from perpstream.daemon import new_guard, serve_app, web_context
 from perpstream.history import StreamHistory
+from perpstream.protocol import Channel
 from perpstream.services.tree import RESTART_BACKOFF, build_tree
 from perpstream.sources import open_sources
+from perpstream.streams import StreamKey
 from perpstream.web.context import AppContext
 from perpstream.web.health import install_health
 
@@ -169,6 +173,23 @@ async def run_edge(
         ChildSpec("bus-reader", lambda: TaskActor(streams.run, lambda: {
             "followed": streams.followed, "frames": streams.frames, "redis_up": link.up})),
     ], backoff=RESTART_BACKOFF)
-    async with link.open(), actors.open_system(root, registry=registry):
+    async with link.open(), actors.open_system(root, registry=registry), trio.open_nursery() as nursery:
+        nursery.start_soon(_follow_market_streams, config, streams)
         await serve_app(config, context, guard, shutdown=shutdown, task_status=task_status,
                         describe={"role": f"edge on the bus at {link.where}"})
+        nursery.cancel_scope.cancel()
+
+
+async def _follow_market_streams(config: Config, streams: EdgeStreams) -> None:
+    """Every market's prices and stats, and the liquidations stream, for the edge's REST answers."""
+    keys = [StreamKey(Channel.LIQUIDATIONS)] + [
+        StreamKey(channel, m.id) for m in config.markets for channel in (Channel.PRICES, Channel.MARKET_STATS)]
+    async with AsyncExitStack() as held:
+        for key in keys:
+            while True:
+                try:
+                    await held.enter_async_context(streams.follow(key))
+                    break
+                except StreamUnavailable:
+                    await streams.link.retry_pause()
+        await trio.sleep_forever()

@@ -6,6 +6,7 @@ import json
 import re
 from decimal import Decimal
 
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -19,6 +20,8 @@ __all__ = ["add_rest_routes", "error_response", "json_response"]
 _MAX_PAGE = 1000
 # How long a positions request waits for a restarting market before 503.
 _RESTART_WAIT_S = 2.0
+# An edge asking for an account nobody watches waits this long for the core's first snapshot.
+_FIRST_SNAPSHOT_WAIT_S = 5.0
 # A position id, as every page's ``next`` gives it: the contract's bytes32 id in hex.
 _CURSOR = re.compile(r"0x[0-9a-fA-F]{64}")
 
@@ -72,6 +75,24 @@ def _market_body(context: AppContext, market_id: str) -> dict[str, object]:
     }
 
 
+async def _positions_from_stream(context: AppContext, address: str) -> Response:
+    """On an edge: the account's newest ``positions_update``, as the core published it."""
+    key = StreamKey(Channel.POSITIONS, address)
+    try:
+        async with context.attach(key):
+            snapshots = context.topics(key).snapshots
+            # The core starts the account's session once it sees the edge's interest.
+            with snapshots.subscribe() as first, trio.move_on_after(_FIRST_SNAPSHOT_WAIT_S):
+                while snapshots.latest is None:
+                    await first.sink.wait()
+            latest = snapshots.latest
+    except Exception:  # noqa: BLE001 (the bus is unreachable: said as a 503, like a market that is down)
+        latest = None
+    if latest is None:
+        return error_response(503, "unavailable", f"the positions of {address} are not available right now")
+    return json_response(latest.json())
+
+
 def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
     @app.get("/api/v1/markets")
     async def markets() -> Response:
@@ -98,6 +119,8 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
             address = parse_address(user_address)
         except BadStreamParameter as exc:
             return error_response(400, exc.code, exc.message)
+        if context.follow is not None:
+            return await _positions_from_stream(context, address)
         await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
         views: list[PositionView] = []
         for market_id in context.market_ids:
@@ -117,6 +140,9 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
     @app.get("/api/v1/positions")
     async def open_positions() -> Response:
         """Every open position, ordered by position id; ``?limit=&after=`` pages through them."""
+        if context.follow is not None:
+            return error_response(501, "not_on_an_edge", "the list of every open position is served by "
+                                  "`--role all` only; an edge serves /api/v1/positions/{address}")
         raw_limit = request.args.get("limit", "100")
         try:
             limit = int(raw_limit)

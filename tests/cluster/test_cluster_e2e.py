@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import coredis
+import httpx
 import pytest
 import trio
 
@@ -104,6 +105,19 @@ async def test_clients_on_two_edges_receive_identical_frames(deployment: list[Da
     assert a.repeats == [] and b.repeats == []
     core_log = [e for e in core.log_entries() if e.get("level") in ("error", "critical")]
     assert not core_log, core_log
+
+    # REST and debug on an edge answer from what the core publishes.
+    async with httpx.AsyncClient(base_url=edge1.http, timeout=10) as http:
+        markets = {m["market_id"]: m for m in (await http.get("/api/v1/markets")).json()["markets"]}
+        assert markets[BTC]["price"]["type"] == "price_update" and markets[BTC]["stats"]["type"] == "market_stats"
+        assert (await http.get("/api/v1/liquidations")).json()["type"] == "liquidation_alert"
+        mine = (await http.get(f"/api/v1/positions/{account}")).json()
+        assert mine["type"] == "positions_update" and mine["user_address"] == account
+        assert (await http.get("/api/v1/positions")).status_code == 501
+        deployment_info = (await http.get("/debug/actors")).json()["deployment"]
+    async with httpx.AsyncClient(base_url=core.http, timeout=10) as http:
+        core_info = (await http.get("/debug/actors")).json()["deployment"]
+    assert deployment_info["role"] == "edge" and deployment_info["active_core"] == core_info["core_id"]
 
 
 async def test_a_client_of_an_edge_killed_with_9_resumes_on_the_other_and_loses_nothing(
