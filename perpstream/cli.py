@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--role", choices=["all", "core", "edge"], default="all",
                        help="all: one process (default); core: the actors, publishing to the [bus]; "
                             "edge: WebSocket/REST clients, fed from the [bus] (docs/deployment.md)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="with --role edge: N edge processes sharing the port (one per CPU core)")
 
     check = commands.add_parser("check-config", help="validate a config file and print the effective config")
     check.add_argument("file", metavar="FILE")
@@ -159,6 +161,21 @@ def _serve(config: Config, role: str) -> int:
     return 0
 
 
+def _workers(config: Config, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--workers N``: checked, then N edge processes with the same command line."""
+    from perpstream.workers import run_workers
+
+    if args.role != "edge" or not 1 <= args.workers <= 256:
+        print(f"perpstream: --workers {args.workers}: expected 1 to 256, with --role edge only", file=sys.stderr)
+        return 2
+    if config.server.port == 0:
+        print("perpstream: --workers needs a fixed port (they share it), not port 0", file=sys.stderr)
+        return 2
+    rest = [a for i, a in enumerate(argv) if a != "--workers" and not a.startswith("--workers=")
+            and (i == 0 or argv[i - 1] != "--workers")]
+    return run_workers(args.workers, rest)
+
+
 def _reindex(config: Config, from_block: int | None) -> int:
     from perpstream.data_lock import DataDirLocked
     from perpstream.reindex import reindex
@@ -207,4 +224,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"perpstream: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log.level, config.log.format)
+    if args.workers != 1:
+        return _workers(config, args, argv if argv is not None else sys.argv[1:])
     return _serve(config, args.role)

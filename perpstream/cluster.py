@@ -40,6 +40,7 @@ from perpstream.sources import open_sources
 from perpstream.streams import StreamKey
 from perpstream.web.context import AppContext
 from perpstream.web.health import install_health
+from perpstream.workers import WORKER_ENV
 
 __all__ = ["bus_url", "run_core", "run_edge"]
 
@@ -146,7 +147,11 @@ async def run_edge(
     shutdown: trio.Event,
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """An edge: serve clients from the bus until ``shutdown``."""
+    """An edge: serve clients from the bus until ``shutdown``.
+
+    One of ``--workers N`` (:mod:`perpstream.workers` sets ``PERPSTREAM_WORKER``):
+    it shares the port with its siblings.
+    """
     clock = WallClock()
     keys = BusKeys(config.bus.prefix)
     link = RedisLink(bus_url(config))
@@ -165,7 +170,8 @@ async def run_edge(
     context.readiness_checks.append(core_present)
 
     async def deployment() -> dict[str, object]:
-        return {"role": "edge", "redis": link.where, "redis_up": link.up, "active_core": await lease.holder(),
+        return {"role": "edge", "pid": os.getpid(), "redis": link.where, "redis_up": link.up,
+                "active_core": await lease.holder(),
                 "followed_streams": streams.followed, "frames": streams.frames}
 
     context.describe_deployment = deployment
@@ -175,8 +181,11 @@ async def run_edge(
     ], backoff=RESTART_BACKOFF)
     async with link.open(), actors.open_system(root, registry=registry), trio.open_nursery() as nursery:
         nursery.start_soon(_follow_market_streams, config, streams)
+        worker = os.environ.get(WORKER_ENV)
         await serve_app(config, context, guard, shutdown=shutdown, task_status=task_status,
-                        describe={"role": f"edge on the bus at {link.where}"})
+                        reuse_port=worker is not None,
+                        describe={"role": f"edge{'' if worker is None else ' worker ' + worker} on the bus at "
+                                          f"{link.where}"})
         nursery.cancel_scope.cancel()
 
 

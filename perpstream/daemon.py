@@ -70,6 +70,7 @@ async def serve_app(
     shutdown: trio.Event,
     describe: dict[str, str],
     streams: bool = True,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``context``'s app until ``shutdown``; clients are told goodbye first.
@@ -89,7 +90,7 @@ async def serve_app(
             await serve(
                 app, host=config.server.host, port=config.server.port, guard=guard,
                 max_message_bytes=4 * config.ws.max_frame_bytes, compression=config.ws.compression,
-                shutdown_trigger=stop_serving, task_status=task_status,
+                reuse_port=reuse_port, shutdown_trigger=stop_serving, task_status=task_status,
             )
             nursery.cancel_scope.cancel()  # the GC policy ends with the server
 

@@ -38,6 +38,7 @@ hypercorn beyond its public API lives in
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -181,6 +182,20 @@ def _peer(stream: trio.SocketStream) -> str:
     return f"{host}:{port}"
 
 
+async def _shared_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Listeners on host:port that other processes may bind too (``SO_REUSEPORT``)."""
+    listeners = []
+    for family, kind, proto, _, address in await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                         flags=socket.AI_PASSIVE):
+        sock = trio.socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        await sock.bind(address)
+        sock.listen(socket.SOMAXCONN)
+        listeners.append(trio.SocketListener(sock))
+    return listeners
+
+
 async def serve(
     app: Any,
     *,
@@ -189,6 +204,7 @@ async def serve(
     guard: ConnectionGuard,
     max_message_bytes: int,
     compression: bool = False,
+    reuse_port: bool = False,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -201,7 +217,9 @@ async def serve(
     compressing connection keeps its own zlib state (over 100 KB): for small
     JSON frames to thousands of clients the saving in bytes is not worth it.
     ``task_status.started`` receives the bound (host, port) pairs, so a
-    caller that asked for port 0 learns the real one.
+    caller that asked for port 0 learns the real one. ``reuse_port``: bind
+    with ``SO_REUSEPORT``, so several processes share the port and the
+    kernel spreads new connections across them (``--workers``).
     """
     worker = Worker(app, max_message_bytes=max_message_bytes, compression=compression)
 
@@ -223,7 +241,10 @@ async def serve(
         # The guard outlives the accept loop: during the graceful timeout a
         # shielded send can still be stuck, and only the guard can cut it.
         lifespan_nursery.start_soon(guard.run)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        if reuse_port:
+            listeners = await _shared_listeners(host, port)
+        else:
+            listeners = await trio.open_tcp_listeners(port, host=host)
         bound = [listener.socket.getsockname()[:2] for listener in listeners]
         async with trio.open_nursery() as server_nursery:
             async with trio.open_nursery() as accept_nursery:

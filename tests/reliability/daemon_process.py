@@ -50,10 +50,11 @@ def to_toml(settings: Settings, prefix: str = "") -> str:
 class DaemonProcess:
     """One ``perpstream serve`` process at a time, on a fixed port, logging JSON lines to a file."""
 
-    def __init__(self, workdir: Path, settings: Settings, *, role: str = "all") -> None:
+    def __init__(self, workdir: Path, settings: Settings, *, role: str = "all", extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.role = role
+        self.extra = extra
         self.port = free_port()
         self.config = workdir / "perpstream.toml"
         self.config.write_text(to_toml(settings))
@@ -76,7 +77,7 @@ class DaemonProcess:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "perpstream", "serve", "--config", str(self.config),
-                 "--port", str(self.port), "--log-format", "json", "--role", self.role],
+                 "--port", str(self.port), "--log-format", "json", "--role", self.role, *self.extra],
                 cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
             )
         async with httpx.AsyncClient(base_url=self.http) as http:
