@@ -117,3 +117,10 @@ def test_make_run_passes_port_and_config() -> None:
     assert dry_run("PORT=8100", "CONFIG=config/hermes.example.toml") == (
         ".venv/bin/perpstream serve --config config/hermes.example.toml --port 8100")
     assert dry_run().split() == [".venv/bin/perpstream", "serve", "--config", "config/default.toml"]
+
+
+def test_a_core_or_an_edge_without_a_bus_and_bad_workers_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--role", "core"]) == 2
+    assert '--role core needs [bus] kind = "redis"' in capsys.readouterr().err
+    assert main(["serve", "--role", "all", "--workers", "2"]) == 2
+    assert "--workers 2: expected 1 to 256, with --role edge only" in capsys.readouterr().err
