@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import actors
+import pytest
 import trio
 
 from perpstream.clock import WallClock
@@ -121,29 +122,24 @@ async def test_a_resumed_client_ends_with_exactly_the_stayer_s_events(autojump_c
     assert [m["type"] for m in replay] == ["funding_rate_update"] * 4 + ["market_stats"] + ["funding_rate_update"]
 
 
-async def test_events_published_while_the_history_answer_is_on_its_way_are_neither_lost_nor_doubled(
-    autojump_clock: trio.abc.Clock,
+def publish_meanwhile(topics: StreamPublisher) -> None:
+    for n in range(5):
+        topics.publish_event(funding(200 + n), 0)
+
+
+def trim_meanwhile(topics: StreamPublisher) -> None:
+    for n in range(6):  # pushes every event the resuming client missed out of a 4-event history
+        topics.publish_event(funding(300 + n), 0)
+
+
+@pytest.mark.parametrize("read_first", [True, False], ids=["read-before-they-came", "read-after-they-came"])
+async def test_events_published_while_the_history_answer_is_on_its_way_go_out_once_each(
+    autojump_clock: trio.abc.Clock, read_first: bool,
 ) -> None:
     context = make_context(slow=True)
-
-    def publish_meanwhile(topics: StreamPublisher) -> None:
-        for n in range(5):
-            topics.publish_event(funding(200 + n), 0)
-
-    stayer, leaver = await run_with_a_stayer(context, publish_meanwhile)
-    assert events(leaver) == events(stayer) and len(events(stayer)) == 13
-    assert_strictly_increasing(leaver)
-
-
-async def test_events_both_live_and_in_a_history_read_after_them_go_out_once(autojump_clock: trio.abc.Clock) -> None:
-    context = make_context(slow=True)
     assert isinstance(context.history, SlowHistory)
-    context.history.read_first = False  # the answer includes what was published while it was on its way
-
-    def publish_meanwhile(topics: StreamPublisher) -> None:
-        for n in range(5):
-            topics.publish_event(funding(200 + n), 0)
-
+    # Read after: the answer also holds what was published while it was on its way.
+    context.history.read_first = read_first
     stayer, leaver = await run_with_a_stayer(context, publish_meanwhile)
     assert events(leaver) == events(stayer) and len(events(stayer)) == 13
     assert_strictly_increasing(leaver)
@@ -151,11 +147,6 @@ async def test_events_both_live_and_in_a_history_read_after_them_go_out_once(aut
 
 async def test_history_trimmed_after_it_was_read_costs_nothing(autojump_clock: trio.abc.Clock) -> None:
     context = make_context(size=4, slow=True)
-
-    def trim_meanwhile(topics: StreamPublisher) -> None:
-        for n in range(6):  # pushes every replayed event out of a 4-event history
-            topics.publish_event(funding(300 + n), 0)
-
     stayer, leaver = await run_with_a_stayer(context, trim_meanwhile)
     assert [m.get("recovered") for m in leaver.sent if m["type"] == "connected"] == [None, True]
     assert events(leaver) == events(stayer)
@@ -165,11 +156,6 @@ async def test_history_trimmed_before_it_is_read_does_not_recover_and_says_so(au
     context = make_context(size=4, slow=True)
     assert isinstance(context.history, SlowHistory)
     context.history.read_first = False
-
-    def trim_meanwhile(topics: StreamPublisher) -> None:
-        for n in range(6):
-            topics.publish_event(funding(300 + n), 0)
-
     stayer, leaver = await run_with_a_stayer(context, trim_meanwhile)
     resumed_at = next(i for i, m in enumerate(leaver.sent) if m.get("recovered") is False)
     after = leaver.sent[resumed_at + 1:]
