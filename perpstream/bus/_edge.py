@@ -67,7 +67,7 @@ class EdgeStreams:
         self.frames = 0
         self._followed: dict[str, _Followed] = {}
         self._changed = trio.Event()
-        self._lock = trio.Lock()
+        self._starting: dict[str, trio.Event] = {}
 
     @property
     def followed(self) -> int:
@@ -78,11 +78,8 @@ class EdgeStreams:
     @asynccontextmanager
     async def follow(self, key: StreamKey) -> AsyncIterator[None]:
         """Keep ``key``'s stream flowing into this edge's topics for the block's duration."""
-        async with self._lock:  # one first subscriber's setup at a time per edge
-            followed = self._followed.get(key.name)
-            if followed is None:
-                followed = await self._start_following(key)
-            followed.subscribers += 1
+        followed = self._followed.get(key.name) or await self._first_follower(key)
+        followed.subscribers += 1
         try:
             yield
         finally:
@@ -91,6 +88,22 @@ class EdgeStreams:
                 del self._followed[key.name]
                 self.registry.discard_topic(key.topic)
                 self.registry.discard_topic(key.events_topic)
+
+    async def _first_follower(self, key: StreamKey) -> _Followed:
+        """Set the stream up, or wait for the setup already under way (one per stream at a time)."""
+        underway = self._starting.get(key.name)
+        if underway is not None:
+            await underway.wait()
+            followed = self._followed.get(key.name)
+            if followed is None:
+                raise StreamUnavailable(f"{key.name} could not be followed just now")
+            return followed
+        self._starting[key.name] = done = trio.Event()
+        try:
+            return await self._start_following(key)
+        finally:
+            del self._starting[key.name]
+            done.set()
 
     async def _start_following(self, key: StreamKey) -> _Followed:
         client = self.link.client
