@@ -122,7 +122,7 @@ class EdgeStreams:
         self.link.came_up()
         if snapshot:
             followed.snapshot_from = snapshot[0].identifier
-            _, frame = frame_of(snapshot[0], snapshot=True, epoch="")
+            _, frame = frame_of(snapshot[0], snapshot=True)
             self._publish(followed, frame)
         if last_event:
             followed.events_from = last_event[0].identifier
@@ -173,7 +173,7 @@ class EdgeStreams:
                 if self._followed.get(followed.key.name) is not followed:
                     continue  # unfollowed while the read was on its way
                 for entry in entries:
-                    _, frame = frame_of(entry, snapshot=snapshot, epoch="")
+                    _, frame = frame_of(entry, snapshot=snapshot)
                     self._publish(followed, frame)
                 if snapshot:
                     followed.snapshot_from = entries[-1].identifier
@@ -216,4 +216,4 @@ class EdgeStreams:
         if since.offset < max_deleted(info):
             return Recovery(False)
         entries = await client.xrange(keys.events(key.name), start=f"{since.offset + 1}-0")
-        return Recovery(True, tuple(frame_of(e, snapshot=False, epoch=since.epoch)[1] for e in entries))
+        return Recovery(True, tuple(frame_of(e, snapshot=False)[1] for e in entries))

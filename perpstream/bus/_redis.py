@@ -30,15 +30,15 @@ REDIS_DOWN = (RedisConnectionError, OSError, TimeoutError)
 
 def frame_fields(frame: Frame, at_ms: int) -> dict[str, str | int]:
     """A frame as the fields of a Redis Stream entry (its id is ``{offset}-0``)."""
-    return {"t": frame.type, "ts": frame.ts, "at": at_ms, "b": frame.body}
+    return {"t": frame.type, "ts": frame.ts, "at": at_ms, "e": frame.epoch, "b": frame.body}
 
 
-def frame_of(entry: Any, *, snapshot: bool, epoch: str) -> tuple[int, Frame]:
+def frame_of(entry: Any, *, snapshot: bool) -> tuple[int, Frame]:
     """``(kept at ms, frame)`` from a Redis Stream entry written by :func:`frame_fields`."""
     fields = entry.field_values
     offset = int(entry.identifier.split(b"-")[0])
     frame = Frame(type=fields[b"t"].decode(), snapshot=snapshot, body=fields[b"b"].decode(), ts=int(fields[b"ts"]),
-                  offset=offset, epoch=epoch)
+                  offset=offset, epoch=fields[b"e"].decode())
     return int(fields[b"at"]), frame
 
 

@@ -71,7 +71,7 @@ class RedisRelay:
         for key in keys:
             entries, info = await self.link.call(lambda key=key: self._read_stream(key))  # type: ignore[misc]
             stream = self.keys.stream_of_events_key(key.decode())
-            log_.restore(stream, [frame_of(e, snapshot=False, epoch=epoch) for e in entries], max_deleted(info))
+            log_.restore(stream, [frame_of(e, snapshot=False) for e in entries], max_deleted(info))
         log_.sweep(now_ms)
         self.log = log_
         log.info("bus history on %s: epoch %s, %d streams kept, offsets from %d", self.link.where, epoch,

@@ -356,10 +356,17 @@ async def acquire_session(directory: ActorRef, address: str, *, timeout: float =
         await directory.request(lambda reply: _Acquire(address, reply), timeout=timeout)
         yield
     finally:
-        try:
-            directory.send_nowait(_Release(address))
-        except (ActorNotFound, MailboxFull):
-            log.warning("could not release the session of %s", address)
+        # Waiting for room in the directory's mailbox (a few seconds at most):
+        # thousands of clients leaving at once, at a shutdown, fill it.
+        with trio.CancelScope(shield=True), trio.move_on_after(timeout) as waited:
+            try:
+                await directory.send(_Release(address))
+            except ActorNotFound:
+                pass  # the directory is gone (the daemon is stopping): nothing to release
+            except ActorNotRunning:
+                log.info("could not release the session of %s: the session directory is restarting", address)
+        if waited.cancelled_caught:
+            log.warning("could not release the session of %s: the session directory is swamped", address)
 
 
 def session_spec(

@@ -31,7 +31,8 @@ sent (a snapshot and an event published back to back may be pending on two
 subscriptions; a resumed stream's replay overlaps what arrives live). A
 new subscription is held — live frames are taken and kept, not sent —
 until its start is written: ``connected``, then the missed events and the
-snapshot (resuming) or the snapshot alone, then what was held.
+snapshot (resuming) or the snapshot and the events published after it (new),
+then what was held.
 """
 
 from __future__ import annotations
@@ -338,6 +339,8 @@ class Connection:
             frames += ((frame, 0) for frame in recovery.frames)
             assert start.since is not None
             stream.last_offset = start.since.offset  # the client has everything up to here
+        if start.catch_up is not None and start.catch_up.recovered:
+            frames += ((frame, 0) for frame in start.catch_up.frames)
         latest = self.context.topics(stream.key).snapshots.latest
         if latest is not None:
             frames.append((latest, 0))
@@ -441,8 +444,14 @@ class Connection:
         # Live first (the stream is held), then what the client missed: what
         # is published meanwhile arrives live, and the writer drops a repeat.
         recovery = None if since is None else await self.context.history.recover(key, since)
+        # A new subscriber starts from the snapshot; the events published
+        # since it (before the subscription existed) come from the history.
+        latest = topics.snapshots.latest
+        catch_up = None
+        if since is None and latest is not None and latest.offset:
+            catch_up = await self.context.history.recover(key, Since(latest.epoch, latest.offset))
         # Through the control topic, so the start follows the ack.
-        self._control_topic.publish(_Start(stream, since, recovery))
+        self._control_topic.publish(_Start(stream, since, recovery, catch_up))
 
     def _refuse(self, refusal: Refusal, request_id: int | str | None) -> None:
         """Over a limit: ``error`` with ``retry_after_s``, then ``goodbye`` and close 4429."""
@@ -479,3 +488,5 @@ class _Start:
     stream: _Stream
     since: Since | None
     recovery: Recovery | None
+    #: A new subscriber's events after the snapshot it starts from.
+    catch_up: Recovery | None = None

@@ -81,10 +81,17 @@ async def deployment(redis: RedisServer, tmp_path: Path) -> Any:
             node.ensure_stopped()
 
 
-async def test_clients_on_two_edges_receive_identical_frames(deployment: list[DaemonProcess],
-                                                             redis: RedisServer) -> None:
-    core, edge1, edge2 = deployment
+async def test_two_edges_serve_identical_frames_and_a_client_of_one_killed_with_9_resumes_on_the_other(
+    deployment: list[DaemonProcess], redis: RedisServer,
+) -> None:
+    """One deployment for both (each start costs seconds): the kill comes last."""
     account = await an_account(redis)
+    await clients_on_two_edges_receive_identical_frames(deployment, account)
+    await a_client_of_an_edge_killed_with_9_resumes_on_the_other_and_loses_nothing(deployment, account)
+
+
+async def clients_on_two_edges_receive_identical_frames(deployment: list[DaemonProcess], account: str) -> None:
+    core, edge1, edge2 = deployment
     streams = streams_of(account)
     a, b = ResumingClient(edge1.ws(""), streams), ResumingClient(edge2.ws(""), streams)
     async with trio.open_nursery() as nursery:
@@ -120,11 +127,10 @@ async def test_clients_on_two_edges_receive_identical_frames(deployment: list[Da
     assert deployment_info["role"] == "edge" and deployment_info["active_core"] == core_info["core_id"]
 
 
-async def test_a_client_of_an_edge_killed_with_9_resumes_on_the_other_and_loses_nothing(
-    deployment: list[DaemonProcess], redis: RedisServer,
+async def a_client_of_an_edge_killed_with_9_resumes_on_the_other_and_loses_nothing(
+    deployment: list[DaemonProcess], account: str,
 ) -> None:
     _, edge1, edge2 = deployment
-    account = await an_account(redis)
     streams = {name: spec for name, spec in streams_of(account).items() if "prices" not in name}
     control = ResumingClient(edge2.ws(""), streams)
     moving = ResumingClient(edge1.ws(""), streams)

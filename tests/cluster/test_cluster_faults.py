@@ -72,13 +72,9 @@ async def test_kill_9_of_the_active_core_the_standby_takes_over_and_clients_see_
             node.ensure_stopped()
 
 
-@pytest.mark.parametrize("persistent", [True, False], ids=["redis-keeps-its-data", "redis-comes-back-empty"])
-async def test_a_redis_restart_keeps_clients_connected_and_resumes_from_its_history(
-    tmp_path: Path, persistent: bool, redis: RedisServer,
+async def test_redis_restarted_with_its_data_then_empty_clients_stay_and_resumes_say_what_they_got(
+    tmp_path: Path, redis: RedisServer,
 ) -> None:
-    if not persistent:
-        redis.persistent = False
-        await redis.restart()
     settings = cluster_settings(redis, tmp_path / "data")
     nodes: list[DaemonProcess] = []
     try:
@@ -91,34 +87,37 @@ async def test_a_redis_restart_keeps_clients_connected_and_resumes_from_its_hist
         [name] = streams
         stayer, leaver = ResumingClient(edge.ws(""), streams), ResumingClient(edge.ws(""), streams)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(stayer.connected_for, math.inf)
-            away = trio.CancelScope()
 
-            async def leaver_until_away() -> None:
-                with away:
+            async def leaver_connected(scope: trio.CancelScope) -> None:
+                with scope:
                     await leaver.connected_for(math.inf)
 
-            nursery.start_soon(leaver_until_away)
-            await until_both_reach(stayer, leaver, name, events=1)
-            away.cancel()
-            await redis.restart(down_s=1.0)
-            seen = len(stayer.events.get(name, []))
-            with trio.fail_after(60):  # events after Redis is back reach the one who stayed
-                while len(stayer.events.get(name, [])) < seen + 2:
-                    await trio.sleep(0.1)
-            nursery.start_soon(leaver.connected_for, math.inf)
-            await until_both_reach(stayer, leaver, name, events=0)
+            nursery.start_soon(stayer.connected_for, math.inf)
+            leaver_scope = trio.CancelScope()
+            nursery.start_soon(leaver_connected, leaver_scope)
+            for keeps_its_data in (True, False):
+                await until_both_reach(stayer, leaver, name, events=1)
+                leaver_scope.cancel()  # the leaver goes away
+                redis.persistent = keeps_its_data  # off: it starts without its append-only file
+                await redis.restart(down_s=1.0)
+                seen = len(stayer.events.get(name, []))
+                with trio.fail_after(60):  # events after Redis is back reach the one who stayed
+                    while len(stayer.events.get(name, [])) < seen + 2:
+                        await trio.sleep(0.1)
+                leaver_scope = trio.CancelScope()
+                nursery.start_soon(leaver_connected, leaver_scope)  # and comes back, resuming
+                await until_both_reach(stayer, leaver, name, events=0)
+                if keeps_its_data:
+                    assert leaver.recovered == [None, True]
+                    first = max(min(stayer.frames[name]), min(leaver.frames[name]))
+                    last = min(stayer.positions[name][1], leaver.positions[name][1])
+                    assert [e for e in leaver.events[name] if first < e["offset"] <= last] == \
+                        [e for e in stayer.events[name] if first < e["offset"] <= last]
             nursery.cancel_scope.cancel()
-        assert stayer.closes == [] and stayer.recovered == [None]
-        if persistent:
-            assert leaver.recovered == [None, True]
-            first = max(min(stayer.frames[name]), min(leaver.frames[name]))
-            last = min(stayer.positions[name][1], leaver.positions[name][1])
-            assert [e for e in leaver.events[name] if first < e["offset"] <= last] == \
-                [e for e in stayer.events[name] if first < e["offset"] <= last]
-        else:
-            assert leaver.recovered == [None, False]  # its history was lost with Redis's data: a new epoch
-            assert len({f["epoch"] for f in stayer.frames[name].values()}) == 2
+        assert stayer.closes == [] and stayer.recovered == [None]  # one connection through both restarts
+        # Redis came back empty: its history was lost, and a new epoch says so.
+        assert leaver.recovered == [None, True, False]
+        assert len({f["epoch"] for f in stayer.frames[name].values()}) == 2
         assert stayer.repeats == [] and leaver.repeats == []
     finally:
         for node in nodes:

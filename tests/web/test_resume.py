@@ -61,7 +61,9 @@ async def client(context: AppContext, since: Since | None = None) -> AsyncIterat
     async with trio.open_nursery() as nursery:
         nursery.start_soon(conn.serve, STATS, since)
         await trio.sleep(0.01)
-        yield socket
+        while since is None and not socket.sent:  # started (a slow history delays it: virtual time)
+            await trio.sleep(0.01)
+        yield socket  # a resuming one: its history answer may still be on its way
         nursery.cancel_scope.cancel()
 
 
@@ -223,3 +225,20 @@ async def test_since_on_the_multiplexed_path_resumes_and_a_bad_one_is_refused(au
     assert errors[2]["code"] == "invalid_since" and "offset: expected an integer from 0 to" in errors[2]["message"]
     assert errors[3]["code"] == "invalid_since" and errors[3]["message"].startswith("since: expected")
     assert socket.closed is None
+
+
+async def test_a_new_subscriber_gets_the_snapshot_and_the_events_published_since_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    context = make_context()
+    topics = publisher(context)
+    topics.publish_event(funding(1), 0)  # before the snapshot: in it
+    topics.publish_snapshot(stats(), 0)
+    topics.publish_event(funding(2), 0)  # after it, before anyone subscribed
+    async with client(context) as socket:
+        topics.publish_event(funding(3), 0)
+        await trio.sleep(0.01)
+    assert [m["type"] for m in socket.sent] == ["connected", "market_stats", "funding_rate_update",
+                                                "funding_rate_update"]
+    assert "recovered" not in socket.sent[0]
+    assert_strictly_increasing(socket)
