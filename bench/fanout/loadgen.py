@@ -212,9 +212,9 @@ class LoadGen:
         """Every client resets its socket (RST), keeping where its stream got to; how many did."""
         return sum(a["count"] for a in await self._all({"cmd": "drop"}, "dropped", 30))
 
-    async def resume(self, timeout_s: float) -> dict[str, int]:
-        """The dropped clients reconnect at once with ``since``; returns once each is live or failed."""
-        command = {"cmd": "resume", "timeout_ms": int(timeout_s * 1000)}
+    async def resume(self, timeout_s: float, *, since: bool = True) -> dict[str, int]:
+        """The dropped clients reconnect at once (with ``since``, or plainly); returns once each is live or failed."""
+        command = {"cmd": "resume", "timeout_ms": int(timeout_s * 1000), "since": since}
         answers = await self._all(command, "resumed", timeout_s + 30)
         return {"clients": sum(a["clients"] for a in answers), "live": sum(a["live"] for a in answers)}
 

@@ -27,8 +27,9 @@
 //                               the witnesses' events ([offset, type]) since they connected
 //   {"cmd":"drop"}              {"event":"dropped","count":n}  every client resets its socket (RST, no
 //                               close frame), keeping the epoch and offset of the last frame it got
-//   {"cmd":"resume","timeout_ms"} {"event":"resumed",...}  the dropped clients reconnect all at once
-//                               with ?epoch=E&offset=N; sent once each is live, failed, or at the timeout
+//   {"cmd":"resume","timeout_ms","since"} {"event":"resumed",...}  the dropped clients reconnect all
+//                               at once, with ?epoch=E&offset=N unless `since` is false; sent once
+//                               each is live, failed, or at the timeout
 //   {"cmd":"resume_report"}     {"event":"resume_report","clients":[...]} each resumed client's timeline
 //   {"cmd":"quit"}              exits after closing every client
 //
@@ -237,11 +238,12 @@ class Client {
     else this.ws.terminate();
   }
 
-  async reconnect(startedAt) {
+  async reconnect(startedAt, withSince) {
     this.resume = new Resume(this.since, startedAt);
     this.lastSeq = 0; // a new connection counts seq from 1
+    if (!withSince) this.epoch = null; // nor does a plain one carry on from the offset it had
     const query = `?epoch=${encodeURIComponent(this.since.epoch)}&offset=${this.since.offset}`;
-    const opened = await this.connect(this.url + query);
+    const opened = await this.connect(withSince ? this.url + query : this.url);
     this.dropping = false;
     if (opened) this.resume.openAt = nowMs();
     else this.resume.failed = true;
@@ -271,7 +273,7 @@ class Resume {
   connected(msg, arrival) {
     this.connectedAt = arrival;
     this.connectedTs = msg.ts;
-    this.recovered = msg.recovered === true;
+    this.recovered = typeof msg.recovered === 'boolean' ? msg.recovered : null;
   }
 
   frame(msg, arrival, event) {
@@ -455,10 +457,10 @@ function drop() {
 }
 
 // Every dropped client reconnects at once (no handshake lanes: a blip ends for all together).
-function resume(timeoutMs) {
+function resume(timeoutMs, withSince) {
   const started = nowMs();
   const dropped = clients.filter((c) => c.since !== null);
-  for (const client of dropped) client.reconnect(started);
+  for (const client of dropped) client.reconnect(started, withSince);
   const check = setInterval(() => {
     const done = dropped.filter((c) => c.resume.done).length;
     if (done < dropped.length && nowMs() - started < timeoutMs) return;
@@ -504,7 +506,7 @@ commands.on('line', (line) => {
       drop();
       break;
     case 'resume':
-      resume(command.timeout_ms || 60000);
+      resume(command.timeout_ms || 60000, command.since !== false);
       break;
     case 'resume_report':
       resumeReport();
