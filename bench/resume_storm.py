@@ -16,7 +16,8 @@ and a Node load generator (``bench/loadgen``) on loopback sockets, in one run:
    away ``--gap-s`` seconds, keeping the epoch and offset of their last frame;
    the stayers are measured meanwhile.
 4. **resume**: the stormers reconnect all at once with ``?epoch=E&offset=N``;
-   a window as long as the baseline's measures the stayers from that moment.
+   the stayers are measured from that moment until every stormer is live
+   again (or as long as the baseline, if that is longer).
    Each stormer notes when its socket opened, its ``connected`` (and
    ``recovered``), its last catch-up frame (one published before its
    ``connected``: the replayed events, the snapshot) and its first live frame.
@@ -171,7 +172,7 @@ async def _window(stayers: LoadGen, sampler: Sampler, seconds: float) -> tuple[W
 
 
 async def _round(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampler, *, since: bool) -> Round:
-    """Drop, the gap, the reconnect (with ``since`` or plainly) and a window as long as the baseline's."""
+    """Drop, the gap, the reconnect (with ``since`` or plainly) and the stayers' window until all are back."""
     name = "resume" if since else "plain reconnect"
     dropped = await stormers.drop()
     _say(f"{name}: {dropped} stormers reset their sockets; away for {plan.gap_s:g} s")
@@ -187,7 +188,8 @@ async def _round(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampl
 
         nursery.start_soon(resume)
         await trio.sleep(plan.window_s)
-        back = await stayers.report(), sampler.usage_since(mark)
+    # The window lasts until every stormer is live again, or the baseline's length if that is longer.
+    back = await stayers.report(), sampler.usage_since(mark)
     return Round(gap, back, dropped, resumed, await stormers.resume_report(), await stormers.report())
 
 
@@ -336,6 +338,7 @@ def _reconnects(round_: Round) -> dict[str, Any]:
         "clients": len(stormers),
         "no_connected": sum(1 for c in stormers if c["connected_ms"] is None),
         "failed": sum(1 for c in stormers if c["failed"]),
+        "handshakes_retried": sum(c["attempts"] - 1 for c in stormers),
         "closed": dict(Counter(str(c["close_code"]) for c in stormers if c["close_code"] is not None)),
         "ms": _stages(stormers),
         "catchup_frames": _percentiles([c["catchup_frames"] for c in stormers]),
@@ -398,7 +401,8 @@ _STAGES = {"open": "socket open", "connected": "connected", "caught_up": "caught
 def _render_reconnects(name: str, figures: dict[str, Any]) -> list[str]:
     after = figures["after"]
     lines = [f"{name}: {figures['clients']} of {figures['dropped']} dropped reconnected; no connected "
-             f"{figures['no_connected']}, failed {figures['failed']}, closed {figures['closed'] or 0}; afterwards "
+             f"{figures['no_connected']}, failed {figures['failed']}, handshakes retried "
+             f"{figures['handshakes_retried']}, closed {figures['closed'] or 0}; afterwards "
              f"offsets repeated {after['offset_backwards']}, seq gaps {after['seq_gaps']}, "
              f"disconnects {after['disconnects']}"]
     lines += [f"  {label:<34} {_ms(figures['ms'][stage])}" for stage, label in _STAGES.items()]

@@ -115,6 +115,7 @@ class Client {
     this.dropping = false; // reset on purpose: its close is not a disconnect
     this.since = null; // {epoch, offset} when dropped, where it resumes
     this.resume = null; // its Resume timeline once it reconnects
+    this.attempts = 0; // handshakes tried by its last connect (one more after each failure or timeout)
   }
 
   connect(url = this.url) {
@@ -126,6 +127,7 @@ class Client {
           return;
         }
         attempts += 1;
+        this.attempts = attempts;
         const ws = new WebSocket(url, {
           perMessageDeflate: cfg.deflate === true,
           handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
@@ -310,6 +312,7 @@ class Resume {
       replayed: this.replayed,
       events: this.events,
       last_offset: client.lastOffset,
+      attempts: client.attempts,
       epochs: [...this.epochs],
       failed: this.failed,
       close_code: this.closeCode,
