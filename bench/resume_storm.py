@@ -23,7 +23,9 @@ and a Node load generator (``bench/loadgen``) on loopback sockets, in one run:
    ``connected``: the replayed events, the snapshot) and its first live frame.
 5. **plain**: 3 and 4 again, reconnecting without ``since`` (fresh
    subscriptions: ``connected`` and the snapshot), the same clients and
-   streams: what a resume costs beyond a reconnect.
+   streams: what a resume costs beyond a reconnect (``--plain-first`` runs
+   this round before the resume's, to tell the order's effect from the
+   resume's).
 6. **check**: one stayer per stream and load-generator worker recorded every
    event it saw; each resumed stormer's events since its offset must be
    exactly the witness's over the same offsets (none missing, none extra,
@@ -81,6 +83,7 @@ class Plan:
     window_s: float
     warmup_s: float
     workers: int
+    plain_first: bool  # the plain reconnect before the resume: does the order matter?
     log_dir: Path
 
 
@@ -198,9 +201,10 @@ async def _storm(plan: Plan, stayers: LoadGen, stormers: LoadGen,
     """The baseline window, a storm of resumes, one of plain reconnects, and what the witnesses saw."""
     baseline = await _window(stayers, sampler, plan.window_s)
     _say(f"baseline: stayers' p99 {baseline[0].latency.p99} ms")
-    resumed = await _round(plan, stayers, stormers, sampler, since=True)
-    plain = await _round(plan, stayers, stormers, sampler, since=False)
-    return baseline, resumed, plain, await stayers.witness()
+    rounds: dict[bool, Round] = {}
+    for since in (False, True) if plan.plain_first else (True, False):
+        rounds[since] = await _round(plan, stayers, stormers, sampler, since=since)
+    return baseline, rounds[True], rounds[False], await stayers.witness()
 
 
 async def run(plan: Plan, settings: DaemonSettings, node: str, accounts: int) -> dict[str, Any]:
@@ -413,7 +417,8 @@ def render(result: dict[str, Any]) -> str:
     plan, resumes, check = result["plan"], result["resume"], result["consistency"]
     lines = [
         f"{plan['clients']} clients: {plan['clients'] - plan['storm']} stay, {plan['storm']} reset their sockets, "
-        f"stay away {plan['gap_s']:g} s and reconnect at once: first with ?epoch&offset, then plainly",
+        f"stay away {plan['gap_s']:g} s and reconnect at once, "
+        + ("first plainly, then with ?epoch&offset" if plan["plain_first"] else "first with ?epoch&offset, then plainly"),
         f"  storm streams: {len(plan['storm_paths'])} (liquidations, positions of {len(plan['storm_paths']) - 1} "
         f"demo accounts); stayers also on {len(plan['stay_paths']) - len(plan['storm_paths'])} price streams; "
         f"history_size {plan['history_size']}",
@@ -462,6 +467,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--volatility", default="10",
                         help="the simulated prices' annualized volatility (a decimal: 10 is 1,000 %%)")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes of the stayers")
+    parser.add_argument("--plain-first", action="store_true",
+                        help="reconnect plainly first, then resume (to tell the order's effect from the resume's)")
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "bench.toml")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "resume_storm.json")
     return parser
@@ -477,7 +484,7 @@ def main() -> int:
               file=sys.stderr)
     out_dir = args.out.resolve().parent
     plan = Plan(clients=args.clients, storm=args.storm, gap_s=args.gap_s, window_s=args.window_s,
-                warmup_s=args.warmup_s, workers=args.workers,
+                warmup_s=args.warmup_s, workers=args.workers, plain_first=args.plain_first,
                 log_dir=out_dir / "logs" / time.strftime("%Y%m%d-%H%M%S"))
     result = trio.run(run, plan, _settings(args), ensure_installed(), args.accounts)
     result["command"] = " ".join(sys.argv)
