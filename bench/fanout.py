@@ -194,14 +194,7 @@ def main() -> int:
     print(f"\nJSON: {args.out}")
     profiles = [r for r in runner.records if "profile" in r]
     for record in profiles:
-        profile = record["profile"]
-        print(f"\nprofile of perpstream, {record['clients']} clients ({profile['samples']} samples, "
-              f"raw stacks: {profile['raw']}); self time by package:")
-        for entry in profile["packages_self"][:12]:
-            print(f"  {entry['pct']:5.1f}%  {entry['name']}")
-        print("top functions by self time:")
-        for entry in profile["self"][:15]:
-            print(f"  {entry['pct']:5.1f}%  {entry['name']}")
+        print("\n" + profiling.render(record["profile"], f"profile of perpstream, {record['clients']} clients"))
     return 130 if interrupted else 0
 
 

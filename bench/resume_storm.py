@@ -39,6 +39,9 @@ live frame waits for the stream's next message, so it is bounded by the
 stream's interval (``positions_interval_ms``, ``liquidations_interval_ms``),
 not by the server.
 
+``--profile`` samples the daemon with py-spy in the baseline window and for
+``--profile-s`` seconds from the resume on, and prints where its time went.
+
 Needs Node.js >= 18 (``npm ci`` in bench/loadgen on first use). Logs go to
 ``bench/results/logs/<time>/``, every figure to ``--out``.
 """
@@ -62,6 +65,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fanout import profiling  # noqa: E402
 from fanout.loadgen import LoadGen, ensure_installed  # noqa: E402
 from fanout.procs import raise_file_limit  # noqa: E402
 from fanout.sampling import Sampler, Usage  # noqa: E402
@@ -84,6 +88,7 @@ class Plan:
     warmup_s: float
     workers: int
     plain_first: bool  # the plain reconnect before the resume: does the order matter?
+    profile_s: float | None  # py-spy the daemon in the baseline and for this long from the resume on
     log_dir: Path
 
 
@@ -167,6 +172,23 @@ class Round:
     stormers_window: Window  # what the stormers saw from the reconnect on
 
 
+@attrs.frozen
+class Profiler:
+    """py-spy on the daemon for stretches of the run (``--profile``); does nothing without py-spy."""
+
+    pyspy: str | None
+    pid: int
+    out_dir: Path
+
+    def start(self, nursery: trio.Nursery, name: str, seconds: float) -> None:
+        if self.pyspy is not None:
+            nursery.start_soon(profiling.record, self.pyspy, self.pid, seconds, self.out_dir / f"profile-{name}.raw")
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        return {path.stem.removeprefix("profile-"): {"raw": str(path), **profiling.summarize(path)}
+                for path in sorted(self.out_dir.glob("profile-*.raw"))}
+
+
 async def _window(stayers: LoadGen, sampler: Sampler, seconds: float) -> tuple[Window, Usage]:
     await stayers.reset()
     mark = sampler.mark()
@@ -174,7 +196,8 @@ async def _window(stayers: LoadGen, sampler: Sampler, seconds: float) -> tuple[W
     return await stayers.report(), sampler.usage_since(mark)
 
 
-async def _round(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampler, *, since: bool) -> Round:
+async def _round(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampler, profiler: Profiler, *,
+                 since: bool) -> Round:
     """Drop, the gap, the reconnect (with ``since`` or plainly) and the stayers' window until all are back."""
     name = "resume" if since else "plain reconnect"
     dropped = await stormers.drop()
@@ -190,24 +213,29 @@ async def _round(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampl
             _say(f"{name}: {resumed['live']} of {resumed['clients']} live again")
 
         nursery.start_soon(resume)
+        if since and plan.profile_s:
+            profiler.start(nursery, "resume", plan.profile_s)
         await trio.sleep(plan.window_s)
     # The window lasts until every stormer is live again, or the baseline's length if that is longer.
     back = await stayers.report(), sampler.usage_since(mark)
     return Round(gap, back, dropped, resumed, await stormers.resume_report(), await stormers.report())
 
 
-async def _storm(plan: Plan, stayers: LoadGen, stormers: LoadGen,
-                 sampler: Sampler) -> tuple[tuple[Window, Usage], Round, Round, list[dict[str, Any]]]:
+async def _storm(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampler,
+                 profiler: Profiler) -> tuple[tuple[Window, Usage], Round, Round, list[dict[str, Any]]]:
     """The baseline window, a storm of resumes, one of plain reconnects, and what the witnesses saw."""
-    baseline = await _window(stayers, sampler, plan.window_s)
+    async with trio.open_nursery() as nursery:
+        if plan.profile_s:
+            profiler.start(nursery, "baseline", plan.window_s)
+        baseline = await _window(stayers, sampler, plan.window_s)
     _say(f"baseline: stayers' p99 {baseline[0].latency.p99} ms")
     rounds: dict[bool, Round] = {}
     for since in (False, True) if plan.plain_first else (True, False):
-        rounds[since] = await _round(plan, stayers, stormers, sampler, since=since)
+        rounds[since] = await _round(plan, stayers, stormers, sampler, profiler, since=since)
     return baseline, rounds[True], rounds[False], await stayers.witness()
 
 
-async def run(plan: Plan, settings: DaemonSettings, node: str, accounts: int) -> dict[str, Any]:
+async def run(plan: Plan, settings: DaemonSettings, node: str, accounts: int, pyspy: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="resume-storm-") as scratch:
         _say("starting the daemon")
         server = await start_daemon(settings, scratch=Path(scratch), log=plan.log_dir / "daemon.log")
@@ -226,7 +254,9 @@ async def run(plan: Plan, settings: DaemonSettings, node: str, accounts: int) ->
                                               label="stormers", witness=False)
                     try:
                         await trio.sleep(plan.warmup_s)
-                        baseline, resumed, plain, witnesses = await _storm(plan, stayers, stormers, sampler)
+                        profiler = Profiler(pyspy, server.process.pid, plan.log_dir)
+                        baseline, resumed, plain, witnesses = await _storm(plan, stayers, stormers, sampler,
+                                                                           profiler)
                     finally:
                         await stormers.close()
                 finally:
@@ -237,7 +267,7 @@ async def run(plan: Plan, settings: DaemonSettings, node: str, accounts: int) ->
     history_size = int(settings.load().get("streams", {}).get("history_size", 100))
     paths = {"storm_paths": storm_paths, "stay_paths": stay_paths, "history_size": history_size}
     return {"plan": {**attrs.asdict(plan), "log_dir": str(plan.log_dir), **paths},
-            **_figures(baseline, resumed, plain, witnesses, history_size)}
+            **_figures(baseline, resumed, plain, witnesses, history_size), "profiles": profiler.summaries()}
 
 
 # ---------------------------------------------------------------- the figures
@@ -469,6 +499,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes of the stayers")
     parser.add_argument("--plain-first", action="store_true",
                         help="reconnect plainly first, then resume (to tell the order's effect from the resume's)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the daemon in the baseline window and from the resume on (needs py-spy)")
+    parser.add_argument("--profile-s", type=float, default=20.0, help="seconds profiled from the resume on")
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "bench.toml")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "resume_storm.json")
     return parser
@@ -485,14 +518,20 @@ def main() -> int:
     out_dir = args.out.resolve().parent
     plan = Plan(clients=args.clients, storm=args.storm, gap_s=args.gap_s, window_s=args.window_s,
                 warmup_s=args.warmup_s, workers=args.workers, plain_first=args.plain_first,
+                profile_s=args.profile_s if args.profile else None,
                 log_dir=out_dir / "logs" / time.strftime("%Y%m%d-%H%M%S"))
-    result = trio.run(run, plan, _settings(args), ensure_installed(), args.accounts)
+    pyspy = profiling.pyspy_available() if args.profile else None
+    if args.profile and pyspy is None:
+        print("warning: --profile needs py-spy (pip install py-spy); profiling skipped", file=sys.stderr)
+    result = trio.run(run, plan, _settings(args), ensure_installed(), args.accounts, pyspy)
     result["command"] = " ".join(sys.argv)
     print()
     print(render(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nJSON: {args.out}")
+    for name, profile in result["profiles"].items():
+        print("\n" + profiling.render(profile, f"profile of the daemon, {name}"))
     return 0
 
 
