@@ -32,8 +32,8 @@ def _witness(events: list[int], *, first: int = 1, last: int = 100) -> dict[str,
     return {"events": [[o, "position_opened"] for o in events], "first": first, "last": last, "open": True}
 
 
-def _client(since: int, events: list[int], last: int = 100) -> dict[str, Any]:
-    return {"since": {"epoch": "e", "offset": since}, "events": events, "last_offset": last}
+def _client(since: int, events: list[int], last: int = 100, live: int | None = None) -> dict[str, Any]:
+    return {"since": {"epoch": "e", "offset": since}, "events": events, "last_offset": last, "live_offset": live}
 
 
 def test_a_faithful_replay_has_no_mismatch(storm: ModuleType) -> None:
@@ -61,6 +61,11 @@ def test_a_witness_that_started_late_vouches_for_nothing(storm: ModuleType) -> N
 def test_more_missed_than_the_history_holds_need_not_recover(storm: ModuleType) -> None:
     check = storm._check(_client(10, []), _witness([11, 12, 13]), history_size=2)
     assert check["should_recover"] == 0
+
+
+def test_what_came_live_after_the_resume_was_not_for_the_history_to_hold(storm: ModuleType) -> None:
+    check = storm._check(_client(10, [11, 12, 13], live=12), _witness([11, 12, 13]), history_size=2)
+    assert check["should_recover"] == 1
 
 
 def test_witnesses_of_one_stream_are_compared_where_both_watched(storm: ModuleType) -> None:
