@@ -24,7 +24,7 @@
 //   {"cmd":"stall","every":10}  {"event":"stalled","count":n}  client i stops reading if i % every == 0
 //   {"cmd":"unstall","wait_ms"} {"event":"unstalled",...}      resumes them; counts those the server had cut
 //   {"cmd":"witness"}           {"event":"witness","paths":{path:{events,first,last,open}}}
-//                               the witnesses' events ([offset, type]) since they connected
+//                               each witness's events ([offset, type]); `first`: the offset it vouches from
 //   {"cmd":"drop"}              {"event":"dropped","count":n}  every client resets its socket (RST, no
 //                               close frame), keeping the epoch and offset of the last frame it got
 //   {"cmd":"resume","timeout_ms","since"} {"event":"resumed",...}  the dropped clients reconnect all
