@@ -188,6 +188,7 @@ class Round:
     resumed: dict[str, int]
     stormers: list[dict[str, Any]]  # each one's timeline
     stormers_window: Window  # what the stormers saw from the reconnect on
+    at: dict[str, float]  # time.monotonic() of the drop and of the reconnect
 
 
 @attrs.frozen
@@ -218,12 +219,14 @@ async def _round(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampl
                  since: bool) -> Round:
     """Drop, the gap, the reconnect (with ``since`` or plainly) and the stayers' window until all are back."""
     name = "resume" if since else "plain reconnect"
+    at = {"drop": time.monotonic()}
     dropped = await stormers.drop()
     _say(f"{name}: {dropped} stormers reset their sockets; away for {plan.gap_s:g} s")
     gap = await _window(stayers, sampler, plan.gap_s)
     await stormers.reset()
     await stayers.reset()
     mark = sampler.mark()
+    at["reconnect"] = time.monotonic()
     resumed: dict[str, int] = {}
     async with trio.open_nursery() as nursery:
         async def resume() -> None:
@@ -236,7 +239,7 @@ async def _round(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampl
         await trio.sleep(plan.window_s)
     # The window lasts until every stormer is live again, or the baseline's length if that is longer.
     back = await stayers.report(), sampler.usage_since(mark)
-    return Round(gap, back, dropped, resumed, await stormers.resume_report(), await stormers.report())
+    return Round(gap, back, dropped, resumed, await stormers.resume_report(), await stormers.report(), at)
 
 
 async def _storm(plan: Plan, stayers: LoadGen, stormers: LoadGen, sampler: Sampler,
@@ -273,7 +276,20 @@ async def run(plan: Plan, settings: DaemonSettings, node: str, accounts: int, py
     history_size = int(settings.load().get("streams", {}).get("history_size", 100))
     paths = {"storm_paths": storm_paths, "stay_paths": stay_paths, "history_size": history_size}
     return {"plan": {**attrs.asdict(plan), "log_dir": str(plan.log_dir), **paths},
-            **_figures(baseline, resumed, plain, witnesses, history_size), "profiles": profiler.summaries()}
+            **_figures(baseline, resumed, plain, witnesses, history_size), "profiles": profiler.summaries(),
+            "daemon_samples": _series(sampler),
+            "phases_at_s": {f"{name} {event}": round(t - sampler.samples[0].at, 1)
+                            for name, round_ in (("resume", resumed), ("plain", plain)) for event, t in round_.at.items()}}
+
+
+def _series(sampler: Sampler) -> list[list[float]]:
+    """The daemon's open descriptors, RSS and CPU every half second: where a run went wrong, if one did.
+
+    Accepted sockets the daemon does not serve, or does not let go of, show as descriptors.
+    """
+    start = sampler.samples[0]
+    return [[round(s.at - start.at, 1), s.fds, round(s.rss_kb / 1024, 1), round(s.cpu_s - start.cpu_s, 2)]
+            for s in sampler.samples]
 
 
 # ---------------------------------------------------------------- the figures
