@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
 import subprocess
 import sys
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fanout import profiling  # noqa: E402
 from fanout.loadgen import ensure_installed  # noqa: E402
+from fanout.procs import raise_file_limit  # noqa: E402
 from fanout.report import ratios, render, targets  # noqa: E402
 from fanout.scenarios import Plan, Runner  # noqa: E402
 from fanout.servers import ROOT, DaemonSettings  # noqa: E402
@@ -124,14 +124,6 @@ def _plan(args: argparse.Namespace) -> tuple[Plan, DaemonSettings]:
     return plan, daemon
 
 
-def _raise_file_limit() -> int:
-    """As many descriptors as allowed, for this process and the children it starts."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
 async def _run(runner: Runner) -> bool:
     """Run the plan; True if Ctrl-C or SIGTERM cut it short (its children stopped on the way out)."""
     interrupted = False
@@ -180,7 +172,7 @@ def _meta(args: argparse.Namespace, plan: Plan, daemon: DaemonSettings, file_lim
 def main() -> int:
     args = _parser().parse_args()
     plan, daemon = _plan(args)
-    file_limit = _raise_file_limit()
+    file_limit = raise_file_limit()
     needed = max(plan.clients + [plan.low_load_clients]) + 1000
     if file_limit < needed:
         print(f"warning: the descriptor limit ({file_limit}) is below {needed}; raise `ulimit -Hn`", file=sys.stderr)
@@ -202,14 +194,7 @@ def main() -> int:
     print(f"\nJSON: {args.out}")
     profiles = [r for r in runner.records if "profile" in r]
     for record in profiles:
-        profile = record["profile"]
-        print(f"\nprofile of perpstream, {record['clients']} clients ({profile['samples']} samples, "
-              f"raw stacks: {profile['raw']}); self time by package:")
-        for entry in profile["packages_self"][:12]:
-            print(f"  {entry['pct']:5.1f}%  {entry['name']}")
-        print("top functions by self time:")
-        for entry in profile["self"][:15]:
-            print(f"  {entry['pct']:5.1f}%  {entry['name']}")
+        print("\n" + profiling.render(record["profile"], f"profile of perpstream, {record['clients']} clients"))
     return 130 if interrupted else 0
 
 

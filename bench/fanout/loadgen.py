@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,9 @@ class LoadGen:
         deflate: bool,
         log_dir: Path,
         label: str,
+        options: Mapping[str, Any] | None = None,
     ) -> LoadGen:
+        """``options``: more of a worker's config (``measureType``, ``snapshotTypes``, ``witness``)."""
         started: list[_Worker] = []
         workers = max(1, min(workers, clients))
         first = 0
@@ -109,7 +112,7 @@ class LoadGen:
             for i in range(workers):
                 count = clients // workers + (1 if i < clients % workers else 0)
                 config = {"base": base, "paths": paths, "first": first, "count": count,
-                          "concurrency": concurrency, "deflate": deflate}
+                          "concurrency": concurrency, "deflate": deflate, **(options or {})}
                 first += count
                 log = log_dir / f"{label}-loadgen{i}.log"
                 process = await spawn([node, str(LOADGEN_DIR / "loadgen.js"), json.dumps(config)],
@@ -200,6 +203,25 @@ class LoadGen:
         """Let the stalled clients read again; how many find their connection already cut."""
         answers = await self._all({"cmd": "unstall", "wait_ms": wait_ms}, "unstalled", 30 + wait_ms / 1000)
         return {key: sum(a[key] for a in answers) for key in ("stalled", "cut", "still_open")}
+
+    async def witness(self) -> list[dict[str, Any]]:
+        """Each worker's witnesses: per path, the events its first client saw (``witness`` option)."""
+        return [a["paths"] for a in await self._all({"cmd": "witness"}, "witness", 60)]
+
+    async def drop(self) -> int:
+        """Every client resets its socket (RST), keeping where its stream got to; how many did."""
+        return sum(a["count"] for a in await self._all({"cmd": "drop"}, "dropped", 30))
+
+    async def resume(self, timeout_s: float, *, since: bool = True) -> dict[str, int]:
+        """The dropped clients reconnect at once (with ``since``, or plainly); returns once each is live or failed."""
+        command = {"cmd": "resume", "timeout_ms": int(timeout_s * 1000), "since": since}
+        answers = await self._all(command, "resumed", timeout_s + 30)
+        return {"clients": sum(a["clients"] for a in answers), "live": sum(a["live"] for a in answers)}
+
+    async def resume_report(self) -> list[dict[str, Any]]:
+        """Every resumed client's timeline and the events it received since."""
+        answers = await self._all({"cmd": "resume_report"}, "resume_report", 60)
+        return [client for a in answers for client in a["clients"]]
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True):

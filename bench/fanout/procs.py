@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,15 @@ from typing import IO, Any
 
 import trio
 
-__all__ = ["LineReader", "spawn", "stop", "tail"]
+__all__ = ["LineReader", "raise_file_limit", "spawn", "stop", "tail"]
+
+
+def raise_file_limit() -> int:
+    """As many descriptors as allowed, for this process and the children it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 async def spawn(

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["pyspy_available", "record", "summarize"]
+__all__ = ["pyspy_available", "record", "render", "summarize"]
 
 _ATTRS_GENERATED = "<attrs generated methods "
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -97,3 +97,12 @@ def summarize(raw: Path, *, top: int = 20) -> dict[str, Any]:
         "inclusive": ranked(inclusive) if total else [],
         "packages_self": ranked(packages) if total else [],
     }
+
+
+def render(profile: dict[str, Any], title: str) -> str:
+    """A summary's self time by package and its top functions, under ``title``."""
+    lines = [f"{title} ({profile['samples']} samples, raw stacks: {profile['raw']}); self time by package:"]
+    lines += [f"  {entry['pct']:5.1f}%  {entry['name']}" for entry in profile["packages_self"][:12]]
+    lines.append("top functions by self time:")
+    lines += [f"  {entry['pct']:5.1f}%  {entry['name']}" for entry in profile["self"][:15]]
+    return "\n".join(lines)

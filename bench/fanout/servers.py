@@ -16,6 +16,7 @@ import json
 import socket
 import sys
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ class DaemonSettings:
     tick_ms: int | None = None
     prices_interval_ms: int | None = None
     send_timeout_s: float | None = None
+    #: Anything else, merged into the config last (tables key by key, other values replaced).
+    overrides: Mapping[str, Any] = attrs.field(factory=dict)
 
     def load(self) -> dict[str, Any]:
         """The config as data, with the overrides applied."""
@@ -62,7 +65,18 @@ class DaemonSettings:
             data.setdefault("ws", {})["send_timeout_s"] = self.send_timeout_s
         if self.markets is not None:
             data["markets"] = _markets(data.get("markets", []), self.markets)
-        return data
+        return _merged(data, self.overrides)
+
+
+def _merged(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(data)
+    for key, value in overrides.items():
+        current = merged.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            merged[key] = _merged(current, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def _markets(configured: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:

@@ -61,6 +61,7 @@ class Window:
     seq_gaps: int
     seq_gap_events: int
     seq_backwards: int
+    offset_backwards: int  # stream frames at or below the offset before them (repeats)
     conflated: int
     max_inter_arrival_ms: float
     late_arrivals: int
@@ -88,6 +89,7 @@ class Window:
             "seq_gaps": self.seq_gaps,
             "seq_gap_events": self.seq_gap_events,
             "seq_backwards": self.seq_backwards,
+            "offset_backwards": self.offset_backwards,
             "conflated": self.conflated,
             "max_inter_arrival_ms": round(self.max_inter_arrival_ms, 1),
             "late_arrivals": self.late_arrivals,
@@ -128,6 +130,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> Window:
         seq_gaps=sum(r["seq_gaps"] for r in reports),
         seq_gap_events=sum(r["seq_gap_events"] for r in reports),
         seq_backwards=sum(r["seq_backwards"] for r in reports),
+        offset_backwards=sum(r["offset_backwards"] for r in reports),
         conflated=sum(r["conflated"] for r in reports),
         max_inter_arrival_ms=max(r["max_inter_arrival_ms"] for r in reports),
         late_arrivals=sum(r["late_arrivals"] for r in reports),
