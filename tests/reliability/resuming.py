@@ -10,6 +10,7 @@ is recorded as a repeat, so a test can require there are none.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -87,28 +88,34 @@ class ResumingClient:
         return channel if channel == "liquidations" else f"{channel}:{key}"
 
     async def connected_for(self, seconds: float) -> None:
-        """One connection: subscribe (resuming where known), record for ``seconds``, then drop it."""
+        """One connection: subscribe (resuming where known), record for ``seconds`` once every
+        stream has said ``connected`` (a loaded machine may take a while to), then drop it."""
         self.connections += 1
+        started = len(self.recovered)
         async with connect(self.base + self._path()) as ws:
             await self._subscribe(ws)
-            with trio.move_on_after(seconds):
+            with trio.CancelScope() as scope:
                 try:
                     while True:
                         self._record(json.loads(await ws.get_message()))
                         self._arrived.set()
                         self._arrived = trio.Event()
+                        if scope.deadline == math.inf and len(self.recovered) - started == len(self.streams):
+                            scope.deadline = trio.current_time() + seconds
                 except ConnectionClosed as closed:
                     self.closes.append(closed.reason.code)
 
-    async def wait_for_offset(self, name: str, offset: int, *, timeout: float = 15) -> None:
-        """Until ``name``'s stream has been received through ``offset`` (while another task reads)."""
+    async def wait_until(self, done: Callable[[], bool], *, timeout: float = 15) -> None:
+        """Until ``done()`` (checked as frames arrive, while another task reads)."""
         with trio.fail_after(timeout):
-            while (position := self.positions.get(name)) is None or position[1] < offset:
+            while not done():
                 await self._arrived.wait()
+
+    async def wait_for_offset(self, name: str, offset: int, *, timeout: float = 15) -> None:
+        """Until ``name``'s stream has been received through ``offset``."""
+        await self.wait_until(lambda: name in self.positions and self.positions[name][1] >= offset, timeout=timeout)
 
     async def wait_for_event(self, name: str, accept: Callable[[dict[str, Any]], bool], *,
                              timeout: float = 20) -> None:
-        """Until an event of ``name``'s stream that ``accept`` accepts has arrived (while another task reads)."""
-        with trio.fail_after(timeout):
-            while not any(accept(e) for e in self.events.get(name, [])):
-                await self._arrived.wait()
+        """Until an event of ``name``'s stream that ``accept`` accepts has arrived."""
+        await self.wait_until(lambda: any(accept(e) for e in self.events.get(name, [])), timeout=timeout)

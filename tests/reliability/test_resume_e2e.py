@@ -50,6 +50,7 @@ async def test_a_client_dropping_at_random_moments_ends_with_the_control_client_
                 first = first or {name: offset for name, (_, offset) in resumer.positions.items()}
                 await trio.sleep(rng.uniform(0.0, 1.0))  # away: the events of this gap must come back
             nursery.start_soon(resumer.connected_for, math.inf)
+            await resumer.wait_until(lambda: len(resumer.recovered) == len(streams) * (ROUNDS + 1))
             last = {name: offset for name, (_, offset) in control.positions.items()}
             for name, offset in last.items():
                 await resumer.wait_for_offset(name, offset)
