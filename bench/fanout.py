@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true", help="py-spy the daemon during a's window")
     parser.add_argument("--cluster", action="store_true",
                         help="the single process against Redis + one core + two edges, at each size")
+    parser.add_argument("--edges", type=int, default=2,
+                        help="edges of --cluster (1: the bus hop alone, without splitting the clients)")
     parser.add_argument("--profile-clients", type=int, help="the a-size to profile at (default: largest)")
     return parser
 
@@ -132,6 +134,7 @@ def _plan(args: argparse.Namespace) -> tuple[Plan, DaemonSettings]:
         cut_wait_s=args.cut_wait,
         profile_clients=(args.profile_clients or max(clients)) if args.profile else None,
         cluster=args.cluster,
+        edges=max(1, args.edges),
         out_dir=out_dir,
         out_stem=args.out.stem,
         log_dir=out_dir / "logs" / stamp,
@@ -186,7 +189,8 @@ def _meta(args: argparse.Namespace, plan: Plan, daemon: DaemonSettings, file_lim
                  "scenarios": sorted(plan.scenarios), "low_load_clients": plan.low_load_clients,
                  "restart_clients": plan.restart_clients, "stall_every": plan.stall_every,
                  "loadgen_workers": plan.workers, "deflate_offered": plan.deflate, "hz": plan.hz,
-                 "ceiling_hz": plan.ceiling_hz, "cluster": plan.cluster},
+                 "ceiling_hz": plan.ceiling_hz, "cluster": plan.cluster,
+                 "edges": plan.edges},
         "daemon_config": daemon.load(),
         "logs": str(plan.log_dir),
     }

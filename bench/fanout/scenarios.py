@@ -15,6 +15,9 @@ reference. Each phase starts a fresh server, so its idle RSS is its own:
    the stalled sockets (watching its open descriptors) and the stalled
    clients resume to confirm it.
 
+With ``Plan.cluster`` the daemon is followed, at every size, by a cluster
+of Redis, one core and two edges instead of the baselines (bench/fanout/cluster.py).
+
 Scenario ``c`` is phase 1–3 at the low-load size. Finally, the ``ceiling``
 phase drives the Node reference at the largest size and a higher rate, to
 show how much more the load generator can take.
@@ -63,7 +66,8 @@ class Plan:
     ceiling_hz: float  # 0: no ceiling phase
     cut_wait_s: float | None  # None: the daemon's own timeouts decide
     profile_clients: int | None
-    cluster: bool  # each size: the single process against a core and two edges (no baselines)
+    cluster: bool  # each size: the single process against a core and its edges (no baselines)
+    edges: int
     out_dir: Path
     out_stem: str  # the JSON's name: other files of the run are named after it
     log_dir: Path
