@@ -248,7 +248,8 @@ async def run_cluster_phase(plan: Plan, daemon: DaemonSettings, node: str, clien
                 base = {"server": CLUSTER, "clients": clients, **_ready_figures(ready),
                         "rss_idle_mb": round(sum(idle_kb.values()) / 1024, 1), "hz": plan.hz}
                 say(f"{label}: {base['connected']} connected ({', '.join(str(r.connected) for r in ready)}), "
-                    f"{base['connect_failed']} failed, in {base['connect_s']} s")
+                    f"{base['connect_failed']} failed, in {base['connect_s']} s"
+                    + (" (gave up on the rest at the connect limit)" if base["connect_gave_up"] else ""))
                 loadgen_sampler = Sampler([pid for load in loads for pid in load.pids])
                 nursery.start_soon(loadgen_sampler.run)
                 await trio.sleep(plan.warmup)
