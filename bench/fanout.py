@@ -14,13 +14,21 @@ Scenarios: ``a`` capacity at each ``--clients`` size; ``b`` isolation (one
 client in ten stops reading); ``c`` latency at low load; ``d`` a MarketActor
 restart through /debug during ``a``.
 
+``--cluster`` compares, at each size, the single process with a cluster of
+Redis, one core and two edges (``serve --role core`` / ``--role edge``),
+the clients split over the edges: the same figures per process, each as
+cluster ÷ single, the bus hop at the smallest size, and ``b`` with the
+stalled clients on one edge (bench/fanout/cluster.py). No baselines run.
+
     .venv/bin/python bench/fanout.py --clients 1000,5000,10000 --duration 30 \\
         --scenarios a,b,c,d --out bench/results/fanout.json
     .venv/bin/python bench/fanout.py --quick
+    .venv/bin/python bench/fanout.py --cluster --clients 1000,10000,20000 --scenarios a,b \
+        --out bench/results/fanout-cluster.json
     .venv/bin/python bench/fanout.py --clients 2000 --scenarios a --profile   # py-spy the daemon
 
 Needs Node.js >= 18 (``npm ci`` in bench/loadgen runs on first use) and, for
-``--profile``, py-spy in the virtualenv. Every process it starts is stopped
+``--profile``, py-spy in the virtualenv; ``--cluster``, redis-server on the PATH. Every process it starts is stopped
 on exit, Ctrl-C included.
 """
 
@@ -42,6 +50,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fanout import profiling  # noqa: E402
+from fanout.cluster_report import cluster_summary, render_cluster  # noqa: E402
 from fanout.loadgen import ensure_installed  # noqa: E402
 from fanout.procs import raise_file_limit  # noqa: E402
 from fanout.report import ratios, render, targets  # noqa: E402
@@ -54,7 +63,8 @@ QUICK = {"clients": "200,1000", "duration": 10.0, "low_load_clients": 50, "cut_w
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", default="1000,5000,10000", help="client counts of scenarios a/b/d")
+    parser.add_argument("--clients", help="client counts of scenarios a/b/d (default: 1000,5000,10000; "
+                                           "with --cluster 1000,10000,20000)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per measurement window")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds between connecting and measuring")
     parser.add_argument("--scenarios", default="a,b,c,d", help="any of a,b,c,d")
@@ -81,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ceiling-hz", type=float, default=10.0,
                         help="rate of the Node-reference ceiling phase at the largest size (0: skip)")
     parser.add_argument("--profile", action="store_true", help="py-spy the daemon during a's window")
+    parser.add_argument("--cluster", action="store_true",
+                        help="the single process against Redis + one core + two edges, at each size")
+    parser.add_argument("--edges", type=int, default=2,
+                        help="edges of --cluster (1: the bus hop alone, without splitting the clients)")
     parser.add_argument("--profile-clients", type=int, help="the a-size to profile at (default: largest)")
     return parser
 
@@ -91,6 +105,8 @@ def _plan(args: argparse.Namespace) -> tuple[Plan, DaemonSettings]:
         args.duration = QUICK["duration"]
         args.low_load_clients = QUICK["low_load_clients"]
         args.cut_wait = args.cut_wait if args.cut_wait is not None else QUICK["cut_wait"]
+    if args.clients is None:
+        args.clients = "1000,10000,20000" if args.cluster else "1000,5000,10000"
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     scenarios = frozenset(s.strip() for s in args.scenarios.split(",") if s.strip())
     unknown = scenarios - {"a", "b", "c", "d"}
@@ -114,9 +130,11 @@ def _plan(args: argparse.Namespace) -> tuple[Plan, DaemonSettings]:
         concurrency=args.concurrency,
         deflate=args.deflate,
         hz=1000 / prices_interval_ms,
-        ceiling_hz=args.ceiling_hz,
+        ceiling_hz=0.0 if args.cluster else args.ceiling_hz,  # the ceiling is the Node reference's
         cut_wait_s=args.cut_wait,
         profile_clients=(args.profile_clients or max(clients)) if args.profile else None,
+        cluster=args.cluster,
+        edges=max(1, args.edges),
         out_dir=out_dir,
         out_stem=args.out.stem,
         log_dir=out_dir / "logs" / stamp,
@@ -163,7 +181,8 @@ def _meta(args: argparse.Namespace, plan: Plan, daemon: DaemonSettings, file_lim
                  "scenarios": sorted(plan.scenarios), "low_load_clients": plan.low_load_clients,
                  "restart_clients": plan.restart_clients, "stall_every": plan.stall_every,
                  "loadgen_workers": plan.workers, "deflate_offered": plan.deflate, "hz": plan.hz,
-                 "ceiling_hz": plan.ceiling_hz},
+                 "ceiling_hz": plan.ceiling_hz, "cluster": plan.cluster,
+                 "edges": plan.edges},
         "daemon_config": daemon.load(),
         "logs": str(plan.log_dir),
     }
@@ -189,6 +208,10 @@ def main() -> int:
     print(render(runner.records))
     result = {"meta": {**meta, "interrupted": interrupted}, "phases": runner.records,
               "ratios": ratios(runner.records), "targets": targets(runner.records)}
+    if plan.cluster:
+        print()
+        print(render_cluster(runner.records))
+        result["cluster"] = cluster_summary(runner.records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nJSON: {args.out}")

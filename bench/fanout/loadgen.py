@@ -192,7 +192,11 @@ class LoadGen:
 
     async def report(self) -> Window:
         """Everything the clients saw since the last reset."""
-        return merge_reports(await self._all({"cmd": "report"}, "report", 60))
+        return merge_reports(await self.reports())
+
+    async def reports(self) -> list[dict[str, Any]]:
+        """Every worker's own report, to merge with those of another group of clients."""
+        return await self._all({"cmd": "report"}, "report", 60)
 
     async def stall(self, every: int) -> int:
         """Clients whose global index is a multiple of ``every`` stop reading; how many did."""

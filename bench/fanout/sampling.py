@@ -39,6 +39,10 @@ class Usage:
     rss_max_kb: int
     fds_end: int
 
+    def cpu_us_per(self, messages: int) -> float | None:
+        """CPU time per message: what a tick's whole burst costs, divided out (None: no messages)."""
+        return round(self.cpu_pct / 100 * self.seconds * 1e6 / messages, 1) if messages else None
+
 
 def _read(pid: int) -> tuple[float, int, int] | None:
     try:

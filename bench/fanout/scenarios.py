@@ -15,6 +15,9 @@ reference. Each phase starts a fresh server, so its idle RSS is its own:
    the stalled sockets (watching its open descriptors) and the stalled
    clients resume to confirm it.
 
+With ``Plan.cluster`` the daemon is followed, at every size, by a cluster
+of Redis, one core and two edges instead of the baselines (bench/fanout/cluster.py).
+
 Scenario ``c`` is phase 1–3 at the low-load size. Finally, the ``ceiling``
 phase drives the Node reference at the largest size and a higher rate, to
 show how much more the load generator can take.
@@ -32,6 +35,7 @@ import httpx
 import trio
 
 from . import profiling
+from .cluster import CLUSTER, run_cluster_phase
 from .loadgen import LoadGen
 from .sampling import Sampler, Usage
 from .servers import BASELINE, NODE_REFERENCE, PERPSTREAM, DaemonSettings, Server, start_baseline, \
@@ -62,6 +66,8 @@ class Plan:
     ceiling_hz: float  # 0: no ceiling phase
     cut_wait_s: float | None  # None: the daemon's own timeouts decide
     profile_clients: int | None
+    cluster: bool  # each size: the single process against a core and its edges (no baselines)
+    edges: int
     out_dir: Path
     out_stem: str  # the JSON's name: other files of the run are named after it
     log_dir: Path
@@ -111,7 +117,8 @@ class Runner:
             await self._phase(NODE_REFERENCE, largest, "ceiling", hz=self.plan.ceiling_hz)
 
     async def _group(self, clients: int, scenario: str) -> None:
-        for kind in (PERPSTREAM, BASELINE, NODE_REFERENCE):
+        kinds = (PERPSTREAM, CLUSTER) if self.plan.cluster else (PERPSTREAM, BASELINE, NODE_REFERENCE)
+        for kind in kinds:
             await self._phase(kind, clients, scenario, hz=self.plan.hz)
 
     async def _start(self, kind: str, label: str, hz: float) -> Server:
@@ -131,7 +138,11 @@ class Runner:
         """One server's phase; a failure is recorded and the run goes on with the next."""
         label = f"{scenario}-{clients}-{kind}"
         try:
-            await self._run_phase(kind, clients, scenario, label, hz)
+            if kind == CLUSTER:
+                self.records.extend(await run_cluster_phase(self.plan, self.daemon, self.node, clients, scenario,
+                                                            label, self.say))
+            else:
+                await self._run_phase(kind, clients, scenario, label, hz)
         except Exception as exc:  # noqa: BLE001 - reported in the results, the run goes on
             self.say(f"{label}: FAILED: {exc!r}")
             self.records.append({"scenario": scenario, "server": kind, "clients": clients,
@@ -214,9 +225,8 @@ class _Phase:
         # CPU per delivered message: what the whole burst of a tick costs, divided
         # out. With every client of a tick served in one burst, the last client
         # waits about clients x this (the p99 ceiling of a single event loop).
-        cpu_us = usage.cpu_pct / 100 * usage.seconds * 1e6 / window.messages if window.messages else None
         return {"window": window.summary(), "server_usage": _usage(usage),
-                "server_cpu_us_per_msg": None if cpu_us is None else round(cpu_us, 1),
+                "server_cpu_us_per_msg": usage.cpu_us_per(window.messages),
                 "loadgen_cpu_pct": round(loadgen.cpu_pct, 1)}
 
     async def capacity(self, idle_rss_kb: int, *, profile: bool) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from .loadgen import LOADGEN_DIR
 from .procs import spawn, stop, tail
 from .tomlgen import dump_toml
 
-__all__ = ["DaemonSettings", "Server", "ServerError", "start_baseline", "start_daemon", "start_node_reference"]
+__all__ = ["DaemonSettings", "Server", "ServerError", "free_port", "start_baseline", "start_daemon",
+           "start_node_reference"]
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 ROOT = BENCH_DIR.parent
@@ -162,24 +163,29 @@ async def _wait_ready(server: Server, timeout: float) -> None:
                     pass
                 await trio.sleep(0.25)
     await stop(server.process)
-    raise ServerError(f"perpstream was not ready within {timeout:.0f} s:\n{tail(server.log)}")
+    raise ServerError(f"{server.kind} was not ready within {timeout:.0f} s:\n{tail(server.log)}")
 
 
-async def start_daemon(settings: DaemonSettings, *, scratch: Path, log: Path) -> Server:
+async def start_daemon(settings: DaemonSettings, *, scratch: Path, log: Path, role: str = "all",
+                       bus: dict[str, Any] | None = None, kind: str = PERPSTREAM) -> Server:
+    """The daemon in ``role`` (a core or an edge of a cluster: with ``bus``), once /readyz says ready."""
     data = settings.load()
+    if bus is not None:
+        data["bus"] = bus
     scratch.mkdir(parents=True, exist_ok=True)
     config_path = scratch / "bench-daemon.toml"
     config_path.write_text(dump_toml(data))
     port = free_port()
     process = await spawn(
-        [sys.executable, "-m", "perpstream", "serve", "--config", str(config_path), "--port", str(port)],
+        [sys.executable, "-m", "perpstream", "serve", "--config", str(config_path), "--port", str(port),
+         "--role", role],
         log=log, cwd=scratch, env={"PYTHONPATH": str(ROOT)},
     )
     ws = data.get("ws", {})
     send_timeout_s = float(ws.get("send_timeout_s", 30.0))
     # As the daemon sets it: silent for two ping intervals, or the send timeout if shorter.
     idle_timeout_s = min(2 * float(ws.get("ping_interval_s", 20.0)), send_timeout_s)
-    server = Server(PERPSTREAM, process, port, log, [m["id"] for m in data["markets"]],
+    server = Server(kind, process, port, log, [m["id"] for m in data["markets"]],
                     send_timeout_s=send_timeout_s, idle_timeout_s=idle_timeout_s)
     await _wait_ready(server, timeout=120)
     return server
