@@ -101,9 +101,13 @@ async def test_redis_restarted_with_its_data_then_empty_clients_stay_and_resumes
                 redis.persistent = keeps_its_data  # off: it starts without its append-only file
                 await redis.restart(down_s=1.0)
                 seen = len(stayer.events.get(name, []))
-                with trio.fail_after(60):  # events after Redis is back reach the one who stayed
+                epochs = {f["epoch"] for f in stayer.frames[name].values()}
+                with trio.fail_after(60):  # events after Redis is back reach the one who stayed ...
                     while len(stayer.events.get(name, [])) < seen + 2:
                         await trio.sleep(0.1)
+                if not keeps_its_data:  # ... and after it came back empty, in a new epoch
+                    await stayer.wait_until(lambda: {f["epoch"] for f in stayer.frames[name].values()} != epochs,
+                                            timeout=60)
                 leaver_scope = trio.CancelScope()
                 nursery.start_soon(leaver_connected, leaver_scope)  # and comes back, resuming
                 await until_both_reach(stayer, leaver, name, events=0)
