@@ -46,7 +46,8 @@ def final(position_id: str) -> Any:
     return lambda e: e["position_id"] == position_id and e["finality"] == "final"
 
 
-@pytest.mark.parametrize("stop", ["sigterm", "kill -9"])
+# kill -9 is the harder case (nothing flushed, no goodbye); the graceful stop is the long variant.
+@pytest.mark.parametrize("stop", [pytest.param("sigterm", marks=pytest.mark.slow), "kill -9"])
 async def test_both_clients_recover_every_event_across_a_restart(hardhat: OnNode, tmp_path: Path, stop: str) -> None:
     trader = hardhat.exchange.traders[0]
     name = f"positions:{trader}"
