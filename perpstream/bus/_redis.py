@@ -58,7 +58,6 @@ class RedisLink:
         self.up = False
         self.last_error: str | None = None
         self._backoff = backoff or Backoff(initial=0.1, maximum=2.0)
-        self._changed = trio.Event()
 
     @property
     def where(self) -> str:
@@ -70,8 +69,6 @@ class RedisLink:
             log.warning("Redis at %s is unreachable (%s); retrying", self.where, exc)
         self.up = False
         self.last_error = str(exc) or type(exc).__name__
-        self._changed.set()
-        self._changed = trio.Event()
 
     def came_up(self) -> None:
         if not self.up:

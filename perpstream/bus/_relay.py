@@ -62,9 +62,9 @@ class RedisRelay:
         client = self.link.client
         epoch = secrets.token_hex(6)
         await self.link.call(lambda: client.set(self.keys.epoch, epoch, condition=coredis.PureToken.NX))
-        epoch = (await self.link.call(lambda: client.get(self.keys.epoch))).decode()
-        reserved = int(await self.link.call(lambda: client.get(self.keys.reserved)) or 0)
-        forgotten = int(await self.link.call(lambda: client.get(self.keys.forgotten)) or 0)
+        stored, reserved_, forgotten_ = await self.link.call(
+            lambda: client.mget([self.keys.epoch, self.keys.reserved, self.keys.forgotten]))
+        epoch, reserved, forgotten = stored.decode(), int(reserved_ or 0), int(forgotten_ or 0)
         log_ = HistoryLog(epoch, size=size, ttl_ms=ttl_ms, persistence=self, next_offset=reserved + 1,
                           forgotten_through=forgotten)
         keys = [key async for key in client.scan_iter(match=self.keys.events_pattern)]
@@ -89,8 +89,8 @@ class RedisRelay:
     def append(self, stream: str, frame: Frame, at_ms: int) -> None:
         self._queue(("event", stream, (frame, at_ms)))
 
-    def trimmed(self, stream: str, through: int, offsets: list[int]) -> None:
-        self._queue(("trim", stream, through))
+    def trimmed(self, stream: str, offsets: list[int]) -> None:
+        self._queue(("trim", stream, offsets[-1]))
 
     def forgot(self, stream: str, forgotten_through: int) -> None:
         self._queue(("forget", stream, forgotten_through))

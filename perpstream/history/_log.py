@@ -52,8 +52,8 @@ class Persistence(Protocol):
     def append(self, stream: str, frame: Frame, at_ms: int) -> None:
         """An event joined ``stream``'s history."""
 
-    def trimmed(self, stream: str, through: int, offsets: list[int]) -> None:
-        """``offsets`` left ``stream``'s history; ``through`` is the newest of them."""
+    def trimmed(self, stream: str, offsets: list[int]) -> None:
+        """``offsets`` (oldest first) left ``stream``'s history."""
 
     def forgot(self, stream: str, forgotten_through: int) -> None:
         """``stream`` holds nothing any more and is forgotten; unknown streams start at ``forgotten_through``."""
@@ -120,11 +120,8 @@ class HistoryLog:
         return offset
 
     def record(self, stream: str, frame: Frame, now_ms: int) -> None:
-        """Keep the event ``frame`` (offset from :meth:`allocate`) in ``stream``'s history."""
-        state = self._streams.get(stream)
-        if state is None:
-            state = self._streams[stream] = _Stream(self.forgotten_through)
-            state.head = frame.offset
+        """Keep the event ``frame`` (its offset from :meth:`allocate`, just before) in ``stream``'s history."""
+        state = self._streams[stream]
         state.events.append((now_ms, frame))
         state.last_at_ms = now_ms
         if self._persistence is not None:
@@ -193,7 +190,7 @@ class HistoryLog:
         removed = [state.events.popleft()[1].offset for _ in range(count)]
         state.trimmed_through = removed[-1]
         if self._persistence is not None:
-            self._persistence.trimmed(stream, removed[-1], removed)
+            self._persistence.trimmed(stream, removed)
 
     # ------------------------------------------------------------ loading
 

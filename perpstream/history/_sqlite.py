@@ -134,11 +134,11 @@ class SqliteHistory:
         if chain_seq > self.published_through(market_id):
             self._set(f"published_chain_seq:{market_id}", chain_seq)
 
-    def trimmed(self, stream: str, through: int, offsets: list[int]) -> None:
+    def trimmed(self, stream: str, offsets: list[int]) -> None:
         with self.transaction():
             self._conn.executemany("DELETE FROM events WHERE offset = ?", [(o,) for o in offsets])
             self._conn.execute(
-                "INSERT OR REPLACE INTO streams (stream, trimmed_through) VALUES (?, ?)", (stream, through)
+                "INSERT OR REPLACE INTO streams (stream, trimmed_through) VALUES (?, ?)", (stream, offsets[-1])
             )
 
     def forgot(self, stream: str, forgotten_through: int) -> None:

@@ -76,6 +76,11 @@ class StreamHistory:
         if self._file is not None:
             self._file.close()
 
+    @property
+    def logs(self) -> tuple[HistoryLog, ...]:
+        """The epochs, each once (on a bus, one serves every stream)."""
+        return (self.volatile,) if self.volatile is self.durable else (self.volatile, self.durable)
+
     def log_of(self, key: StreamKey) -> HistoryLog:
         return self.durable if key.channel in _DURABLE else self.volatile
 
@@ -115,7 +120,7 @@ class StreamHistory:
     def sweep(self) -> None:
         """Trim by age and forget idle streams (called every second or so)."""
         now_ms = self._now_ms()
-        for log in (self.volatile, self.durable):
+        for log in self.logs:
             log.sweep(now_ms)
 
     # ------------------------------------------------------------ resuming

@@ -33,6 +33,6 @@ class HistoryKeeper(Actor):
         history = self.history
         return {
             "epochs": {"chain": history.durable.epoch, "memory": history.volatile.epoch},
-            "streams": history.durable.streams + history.volatile.streams,
+            "streams": sum(log.streams for log in history.logs),
             "offset": {"chain": history.durable.head, "memory": history.volatile.head},
         }

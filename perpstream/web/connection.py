@@ -245,7 +245,6 @@ class Connection:
         self._control_topic.publish(message)
 
     async def _write_loop(self) -> None:
-        metrics = self.context.metrics
         while True:
             await self._flush()
             await self.sink.wait()
@@ -260,18 +259,22 @@ class Connection:
                 try:
                     frames = self._take(stream)
                 except SubscriptionClosed:
-                    metrics.slow_consumer_closes.inc()
-                    log.info("closing a slow consumer on %s (%s)", self.endpoint, stream.key.name)
-                    await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
+                    await self._close_slow_consumer(stream.key.name)
                     return
                 if stream.held is not None:
                     stream.held += frames
                     if len(stream.held) > self.context.config.ws.event_buffer:
-                        metrics.slow_consumer_closes.inc()
-                        await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
+                        await self._close_slow_consumer(stream.key.name)
                         return
                     continue
                 await self._send_frames(stream, frames)
+
+    async def _close_slow_consumer(self, stream: str | None) -> None:
+        """Over a queue's bound: ``goodbye`` (``slow_consumer``) and close 1013."""
+        self.context.metrics.slow_consumer_closes.inc()
+        if stream is not None:
+            log.info("closing a slow consumer on %s (%s)", self.endpoint, stream)
+        await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
 
     def _take(self, stream: _Stream) -> list[tuple[Frame, int]]:
         """Everything a stream has for the writer, in offset order; raises SubscriptionClosed on overflow."""
@@ -309,8 +312,7 @@ class Connection:
                 delivery = self._control.take()
             except SubscriptionClosed:
                 # The client flooded us with requests and never read the replies.
-                self.context.metrics.slow_consumer_closes.inc()
-                await self._close_now(CloseCode.SLOW_CONSUMER, "slow_consumer")
+                await self._close_slow_consumer(None)
                 return True
             if delivery is None:
                 return False
