@@ -90,14 +90,14 @@ async def test_the_js_examples_stream_monitor_and_pick_liquidations(tmp_path: Pa
 
 def assert_acted_once_until_it_recovers(lines: list[str]) -> None:
     """The bot's cooldown: a position is acted on again only after an event said it stopped being liquidatable."""
-    pending: set[str] = set()
+    acted_on: set[str] = set()
     for line in lines:
         words = line.split()
         if line.startswith("WOULD LIQUIDATE "):
-            assert words[2] not in pending, f"acted twice on {words[2]} with no event in between:\n" + "\n".join(lines)
-            pending.add(words[2])
+            assert words[2] not in acted_on, f"acted twice on {words[2]} with no event in between:\n" + "\n".join(lines)
+            acted_on.add(words[2])
         elif line.startswith("event ") and words[1] != "liquidatable":
-            pending.discard(words[2])
+            acted_on.discard(words[2])
 
 
 BOT_EVENT = re.compile(r"^event \w+ 0x[0-9a-f]{64} on \S+ health \S+ \(offset (\d+)\)$")
