@@ -48,10 +48,13 @@ def streams_of(account: str) -> dict[str, dict[str, Any]]:
     }
 
 
-async def until_both_reach(a: ResumingClient, b: ResumingClient, name: str, *, events: int) -> int:
-    """The offset both clients have received ``name`` through, once each has ``events`` events of it."""
+async def until_both_reach(a: ResumingClient, b: ResumingClient, name: str, *, events: int, shared: int = 0) -> int:
+    """The offset both clients have received ``name`` through, once each has ``events`` events of it
+    and both have ``shared`` frames of it at the same offsets (a snapshot one of them had conflated
+    away is not shared, so a stream of snapshots needs a wait of its own)."""
     def enough() -> bool:
-        return all(name in c.positions and len(c.events.get(name, [])) >= events for c in (a, b))
+        return (all(name in c.positions and len(c.events.get(name, [])) >= events for c in (a, b))
+                and len(set(a.frames.get(name, {})) & set(b.frames.get(name, {}))) >= shared)
 
     with trio.move_on_after(60):
         while not enough():
@@ -97,7 +100,8 @@ async def clients_on_two_edges_receive_identical_frames(deployment: list[DaemonP
     async with trio.open_nursery() as nursery:
         nursery.start_soon(a.connected_for, math.inf)
         nursery.start_soon(b.connected_for, math.inf)
-        targets = {name: await until_both_reach(a, b, name, events=2 if name.startswith("positions") else 0)
+        targets = {name: await until_both_reach(a, b, name, shared=2,
+                                                events=2 if name.startswith("positions") else 0)
                    for name in streams}
         nursery.cancel_scope.cancel()
     epochs = {frame["epoch"] for client in (a, b) for frames in client.frames.values() for frame in frames.values()}
