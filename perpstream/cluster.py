@@ -120,7 +120,8 @@ async def _run_active_core(config: Config, clock: WallClock, link: RedisLink, ke
     relay = RedisRelay(link, keys, max_backlog=config.bus.max_backlog)
     history_log = await relay.load(size=streams.history_size, ttl_ms=int(streams.history_ttl_s * 1000),
                                    now_ms=clock.now_ms())
-    history = StreamHistory.on_bus(history_log, relay, now_ms=clock.now_ms)
+    history = StreamHistory.on_bus(history_log, relay, now_ms=clock.now_ms,
+                                   chain_published=relay.loaded_chain_published)
     bus = Supervisor.spec("bus", [
         ChildSpec("bus-relay", lambda: TaskActor(relay.run, lambda: {
             "written": relay.written, "backlog": relay.backlog, "lost": relay.lost, "redis_up": link.up,

@@ -11,6 +11,10 @@
     fields ``t`` (type), ``ts``, ``at`` (when kept, epoch ms), ``b`` (the frame body).
 ``{p}:snap:{stream}``
     A Redis Stream of the stream's newest snapshot (``MAXLEN 1``): same fields.
+``{p}:published``
+    A hash: per market, what it has told clients of the chain
+    (:class:`~perpstream.history.ChainPublished` as JSON), so that a core
+    taking over does not tell them again.
 ``{p}:interest:{address}``
     An edge has subscribers to ``positions:{address}`` (a key with a TTL, refreshed).
 ``{p}:lease``
@@ -39,6 +43,10 @@ class BusKeys:
     @property
     def forgotten(self) -> str:
         return f"{self.prefix}:forgotten"
+
+    @property
+    def published(self) -> str:
+        return f"{self.prefix}:published"
 
     @property
     def lease(self) -> str:

@@ -3,9 +3,12 @@
 The core's actors publish as they do in one process; the stream history's
 persistence (a :class:`~perpstream.history.Persistence`) is this relay,
 which queues what is to be written and lets one task write it, in order, in
-pipelines: events into the stream's history (a Redis Stream, entry id =
+transactions: events into the stream's history (a Redis Stream, entry id =
 offset, trimmed as the history is), each stream's newest snapshot, the
-offsets reserved. Publishing never waits for Redis.
+offsets reserved, and each market's published point in chain terms after
+the messages it covers — all of a batch or none of it, so a core killed
+mid-write leaves no event whose published point was not kept with it, for
+the core taking over to publish again. Publishing never waits for Redis.
 
 While Redis is unreachable the queue holds what is to be written (snapshots
 conflated per stream, so only events accumulate); past ``max_backlog``
@@ -29,7 +32,7 @@ from coredis.exceptions import RedisError
 
 from perpstream.bus._keys import BusKeys
 from perpstream.bus._redis import REDIS_DOWN, RedisLink, frame_fields, frame_of, max_deleted
-from perpstream.history import HistoryLog
+from perpstream.history import ChainPublished, HistoryLog
 from perpstream.protocol import Frame
 
 __all__ = ["RedisRelay"]
@@ -47,6 +50,8 @@ class RedisRelay:
         self.keys = keys
         self.max_backlog = max_backlog
         self.log: HistoryLog | None = None
+        #: Each market's published point as Redis had it at :meth:`load`.
+        self.loaded_chain_published: dict[str, ChainPublished] = {}
         self.written = 0
         self.lost = 0
         self._ops: deque[_Op] = deque()
@@ -74,6 +79,9 @@ class RedisRelay:
             log_.restore(stream, [frame_of(e, snapshot=False) for e in entries], max_deleted(info))
         log_.sweep(now_ms)
         self.log = log_
+        points = await self.link.call(lambda: client.hgetall(self.keys.published))
+        self.loaded_chain_published = {market.decode(): ChainPublished.from_json(text)
+                                       for market, text in points.items()}
         log.info("bus history on %s: epoch %s, %d streams kept, offsets from %d", self.link.where, epoch,
                  len(keys), reserved + 1)
         return log_
@@ -94,6 +102,9 @@ class RedisRelay:
 
     def forgot(self, stream: str, forgotten_through: int) -> None:
         self._queue(("forget", stream, forgotten_through))
+
+    def chain_published(self, market_id: str, point: ChainPublished) -> None:
+        self._queue(("published", market_id, point.to_json()))
 
     def snapshot(self, stream: str, frame: Frame, at_ms: int) -> None:
         """A snapshot for the stream's ``snap`` key (only the newest waits to be written)."""
@@ -146,10 +157,12 @@ class RedisRelay:
 
     async def _write(self, ops: list[_Op], snapshots: dict[str, tuple[Frame, int]]) -> None:
         keys = self.keys
-        async with self.link.client.pipeline(transaction=False) as pipe:
+        async with self.link.client.pipeline(transaction=True) as pipe:
             for kind, target, value in ops:
                 if kind == "set":
                     pipe.set(target, value)
+                elif kind == "published":
+                    pipe.hset(keys.published, {target: value})
                 elif kind == "event":
                     frame, at_ms = value
                     pipe.xadd(keys.events(target), frame_fields(frame, at_ms), identifier=f"{frame.offset}-0")

@@ -10,16 +10,18 @@ trimmed away) it gets ``recovered: false`` and the snapshot. See
 ``docs/websocket.md``, "Resuming a stream".
 """
 
+from perpstream.history._chain_published import ChainPublished
 from perpstream.history._log import HistoryLog, Persistence, Recovery, StreamRecovery
 from perpstream.history._sqlite import HISTORY_FILENAME, SqliteHistory
-from perpstream.history._streams import SnapshotRelay, StreamHistory
+from perpstream.history._streams import BusRelay, StreamHistory
 
 __all__ = [
     "HISTORY_FILENAME",
+    "BusRelay",
+    "ChainPublished",
     "HistoryLog",
     "Persistence",
     "Recovery",
-    "SnapshotRelay",
     "SqliteHistory",
     "StreamHistory",
     "StreamRecovery",

@@ -7,6 +7,11 @@ history can be kept too — and the others (prices, market stats) an
 in-memory one that a restart replaces, since their history really is lost
 then. A core publishing to edges keeps one epoch for all of them in Redis
 (:meth:`StreamHistory.on_bus`), where it outlives any one core.
+
+Which chain deliveries clients were told of (:meth:`StreamHistory.told`)
+is kept with the history: in one process by the delivery's outbox ``seq``,
+on a bus in chain terms (:class:`~perpstream.history.ChainPublished`),
+since a core taking over delivers from an index of its own.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from perpstream.chain.events import IndexedEvent
+from perpstream.history._chain_published import ChainPublished
 from perpstream.history._log import HistoryLog, Recovery
 from perpstream.history._sqlite import SqliteHistory
 from perpstream.protocol import Channel, Frame
 from perpstream.streams import Since, StreamKey
 
-__all__ = ["SnapshotRelay", "StreamHistory"]
+__all__ = ["BusRelay", "StreamHistory"]
 
 _DURABLE = frozenset({Channel.POSITIONS, Channel.LIQUIDATIONS})
 
@@ -31,10 +38,14 @@ def _new_epoch() -> str:
     return secrets.token_hex(6)
 
 
-class SnapshotRelay(Protocol):
-    """Where snapshots go besides this process's topics (events go through the log's persistence)."""
+class BusRelay(Protocol):
+    """What a bus keeps besides the log's events (which go through the log's persistence)."""
 
-    def snapshot(self, stream: str, frame: Frame, at_ms: int) -> None: ...
+    def snapshot(self, stream: str, frame: Frame, at_ms: int) -> None:
+        """A stream's newest snapshot, for subscribers elsewhere."""
+
+    def chain_published(self, market_id: str, point: ChainPublished) -> None:
+        """``market_id``'s published point, kept after the messages published before it."""
 
 
 class StreamHistory:
@@ -42,7 +53,7 @@ class StreamHistory:
 
     def __init__(
         self, *, volatile: HistoryLog, durable: HistoryLog, now_ms: Callable[[], int], file: SqliteHistory | None = None,
-        relay: SnapshotRelay | None = None,
+        relay: BusRelay | None = None, chain_published: dict[str, ChainPublished] | None = None,
     ) -> None:
         self.volatile = volatile
         self.durable = durable
@@ -50,6 +61,7 @@ class StreamHistory:
         self._file = file
         self._relay = relay
         self._published: dict[str, int] = {}
+        self._chain_published = chain_published
 
     @classmethod
     def in_memory(cls, *, size: int, ttl_s: float, now_ms: Callable[[], int]) -> StreamHistory:
@@ -68,9 +80,13 @@ class StreamHistory:
                    now_ms=now_ms, file=file)
 
     @classmethod
-    def on_bus(cls, log: HistoryLog, relay: SnapshotRelay, *, now_ms: Callable[[], int]) -> StreamHistory:
-        """One epoch for every stream, persisted (and relayed) by ``relay``, which is ``log``'s persistence."""
-        return cls(volatile=log, durable=log, now_ms=now_ms, relay=relay)
+    def on_bus(cls, log: HistoryLog, relay: BusRelay, *, now_ms: Callable[[], int],
+               chain_published: dict[str, ChainPublished]) -> StreamHistory:
+        """One epoch for every stream, persisted (and relayed) by ``relay``, which is ``log``'s persistence.
+
+        ``chain_published``: each market's published point as the bus has it (from whichever core published).
+        """
+        return cls(volatile=log, durable=log, now_ms=now_ms, relay=relay, chain_published=dict(chain_published))
 
     def close(self) -> None:
         if self._file is not None:
@@ -100,22 +116,35 @@ class StreamHistory:
         if self._relay is not None:
             self._relay.snapshot(key.name, frame, self._now_ms())
 
-    def published_through(self, market_id: str) -> int:
-        """The newest chain delivery whose messages ``market_id`` has put in the history (0: none yet)."""
-        if self._file is not None:
-            return self._file.published_through(market_id)
-        return self._published.get(market_id, 0)
+    def told(self, market_id: str, indexed: IndexedEvent) -> bool:
+        """Whether ``market_id`` has published the messages of this chain delivery already.
+
+        Redelivered after a restart, or delivered by a core taking over
+        from one that had published it: the market applies it to its state
+        (if it must) and tells nobody again.
+        """
+        if self._chain_published is not None:
+            return self._chain_published.setdefault(market_id, ChainPublished()).told(indexed)
+        published = self._file.published_through(market_id) if self._file is not None else self._published.get(market_id, 0)
+        return 0 < indexed.seq <= published
 
     @contextmanager
-    def chain_delivery(self, market_id: str, seq: int) -> Iterator[None]:
-        """``market_id`` publishes one chain delivery's messages: they and its ``seq`` are kept together, or not at all."""
-        if self._file is None:
+    def chain_delivery(self, market_id: str, indexed: IndexedEvent) -> Iterator[None]:
+        """``market_id`` publishes one chain delivery's messages: they and its published point are kept together,
+        or not at all."""
+        if self._chain_published is not None:
             yield
-            self._published[market_id] = max(self._published.get(market_id, 0), seq)
-            return
-        with self._file.transaction():
+            point = self._chain_published.setdefault(market_id, ChainPublished())
+            point.mark(indexed)
+            assert self._relay is not None
+            self._relay.chain_published(market_id, point)
+        elif self._file is None:
             yield
-            self._file.mark_published(market_id, seq)
+            self._published[market_id] = max(self._published.get(market_id, 0), indexed.seq)
+        else:
+            with self._file.transaction():
+                yield
+                self._file.mark_published(market_id, indexed.seq)
 
     def sweep(self) -> None:
         """Trim by age and forget idle streams (called every second or so)."""

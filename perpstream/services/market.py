@@ -98,7 +98,7 @@ class MarketActor(Actor):
     async def setup(self, ctx: ActorContext) -> None:
         self._ctx = ctx
         self.core = MarketCore.rebuilt(self.params, self.settings, self.store.snapshot(self.market_id),
-                                       self.clock.now_ms(), published_through=self.history.published_through(self.market_id))
+                                       self.clock.now_ms())
         buffer = self.settings.event_buffer
         self._prices = StreamPublisher.of(ctx, StreamKey(Channel.PRICES, self.market_id), buffer, self.history)
         self._stats = StreamPublisher.of(ctx, StreamKey(Channel.MARKET_STATS, self.market_id), buffer, self.history)
@@ -132,8 +132,9 @@ class MarketActor(Actor):
         if isinstance(msg, PriceTick):
             self._carry_out(self.core.on_price(msg.update, now_ms))
         elif isinstance(msg, ChainDelivery):
-            with self.history.chain_delivery(self.market_id, msg.indexed.seq):
-                self._carry_out(self.core.on_delivery(msg.indexed, now_ms))
+            told = self.history.told(self.market_id, msg.indexed)
+            with self.history.chain_delivery(self.market_id, msg.indexed):
+                self._carry_out(self.core.on_delivery(msg.indexed, now_ms, told=told))
             if msg.applied is not None:
                 msg.applied.send(None)
         elif isinstance(msg, GetUserPositions):

@@ -13,7 +13,10 @@ shell that feeds it and publishes its effects, and the query interface
 Chain deliveries are applied by identity: each carries its outbox ``seq``,
 and a core rebuilt from a snapshot applies exactly those after the
 snapshot's ``delivered_through``, whatever their block heights, and each
-once (a redelivery has the seq it had).
+once (a redelivery has the seq it had). Whether a delivery's messages were
+published is the stream history's to say (the caller passes ``told``): a
+delivery the state has may still be news to clients, and one it lacks may
+not be (another core published it).
 
 Risk follows the contract (:mod:`~perpstream.domain.contract_risk`): at the
 newest oracle price, with the funding index as last posted on chain. The
@@ -139,7 +142,6 @@ class MarketCore:
         self.chain_funding: StoredFunding | None = None
         self.price: PriceUpdate | None = None
         self.delivered_through = 0
-        self.published_through = 0
         self.episodes = WarningEpisodes(settings.warning_rearm_margin)
         self.liquidatable: set[str] = set()
         self.volume: deque[tuple[int, Decimal]] = deque()
@@ -150,18 +152,10 @@ class MarketCore:
 
     @classmethod
     def rebuilt(cls, params: MarketParams, settings: MarketSettings, snapshot: StoreSnapshot,
-                now_ms: int, *, published_through: int | None = None) -> MarketCore:
-        """The market as a store snapshot has it; deliveries after it follow.
-
-        ``published_through``: the newest delivery whose messages the stream
-        history has. The snapshot may reflect later ones (the daemon stopped
-        between storing and publishing them); when they come again their
-        messages are published, though the state has them already. None: as
-        far as the snapshot goes.
-        """
+                now_ms: int) -> MarketCore:
+        """The market as a store snapshot has it; deliveries after it follow."""
         core = cls(params, settings, now_ms)
         core.delivered_through = snapshot.delivered_through
-        core.published_through = snapshot.delivered_through if published_through is None else published_through
         for stored in snapshot.positions:
             if stored.market_id == core.market_id:
                 core.book.open(position_from_stored(stored))
@@ -312,26 +306,39 @@ class MarketCore:
 
     # ------------------------------------------------------------ chain deliveries
 
-    def on_delivery(self, indexed: IndexedEvent, now_ms: int) -> Effects:
+    def on_delivery(self, indexed: IndexedEvent, now_ms: int, *, told: bool = False) -> Effects:
         """Apply one delivery unless the state already reflects it (by ``seq``).
 
-        A delivery without a seq (0) cannot be placed in the outbox order and
+        ``told``: its messages were published already; the state takes it
+        (if it lacks it) and nobody is told again. Untold, a delivery the
+        state reflects (the daemon stopped between storing and publishing
+        it) has its messages published, without being applied again. A
+        delivery without a seq (0) cannot be placed in the outbox order and
         is applied as it comes.
         """
         effects = Effects()
         if indexed.seq:
             if indexed.seq <= self.delivered_through:
-                if indexed.seq > self.published_through:
+                if not told:
                     self._republish(effects, indexed)
                 return effects  # in the snapshot already, or delivered before
             self.delivered_through = indexed.seq
+        self._take(effects, indexed, now_ms)
+        if told:  # what it changed was published then, by whoever published it
+            effects.user_events.clear()
+            effects.liquidation_events.clear()
+            effects.stats_events.clear()
+        return effects
+
+    def _take(self, effects: Effects, indexed: IndexedEvent, now_ms: int) -> None:
+        """Apply a new delivery, with its messages."""
         event = indexed.event
         if isinstance(event, FundingUpdated):
             if event.market_id == self.market_id:
                 self._on_funding_event(effects, indexed, event, now_ms)
-            return effects
+            return
         if not self._concerns_me(indexed):
-            return effects
+            return
         position_id = event.position_id
         before = self._described_before(indexed)
         if indexed.finality == "pending":
@@ -349,11 +356,9 @@ class MarketCore:
         account = self._account_of(indexed, before)
         if account is not None:
             effects.user_events.append((account, user_events.position_event(indexed, self.book.get(position_id) or before)))
-        return effects
 
     def _republish(self, effects: Effects, indexed: IndexedEvent) -> None:
         """The messages of a delivery the state already reflects but nobody was told of."""
-        self.published_through = indexed.seq
         event = indexed.event
         if isinstance(event, FundingUpdated) or not self._concerns_me(indexed):
             return

@@ -12,7 +12,7 @@ from tests.reliability.daemon_process import DaemonProcess
 
 from .redis_server import RedisServer
 
-__all__ = ["cluster_settings", "start_node", "wait_ready"]
+__all__ = ["cluster_settings", "is_active", "start_node", "wait_ready"]
 
 
 def cluster_settings(redis: RedisServer, data_dir: Path, **sections: Any) -> dict[str, Any]:
@@ -41,3 +41,9 @@ async def start_node(workdir: Path, settings: dict[str, Any], role: str) -> Daem
     node = DaemonProcess(workdir, settings, role=role)
     await node.start()
     return node
+
+
+async def is_active(core: DaemonProcess) -> bool:
+    """Whether ``core`` holds the lease (its ``/debug/actors`` says so)."""
+    async with httpx.AsyncClient(base_url=core.http, timeout=5) as http:
+        return bool((await http.get("/debug/actors")).json()["deployment"]["active"])

@@ -7,16 +7,19 @@ Redis that comes back empty.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.e2e.daemon import free_port
 
-__all__ = ["REQUIRE_ENV", "RedisServer", "redis_unavailable"]
+__all__ = ["REQUIRE_ENV", "RedisServer", "redis", "redis_unavailable"]
 
 REQUIRE_ENV = "PERPSTREAM_REQUIRE_REDIS"
 
@@ -74,3 +77,19 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real Redis of this test's own (skipped where there is none, required in CI)."""
+    reason = redis_unavailable()
+    if reason is not None:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{REQUIRE_ENV}=1 but {reason}")
+        pytest.skip(reason)
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,9 +1,11 @@
-"""Faults of a deployment over Redis: the active core killed with ``-9``, Redis restarted.
+"""Redis restarted under a deployment: with its data, then empty.
 
-Clients stay connected to their edge through both: they see a pause, not a
-close, and offsets go on in the same epoch; a client that was away
-meanwhile resumes from the history in Redis (or, if Redis came back
-empty, is told ``recovered: false`` and gets a snapshot).
+Clients stay connected to their edge: they see a pause, not a close, and
+offsets go on in the same epoch; a client that was away meanwhile resumes
+from the history in Redis (or, if Redis came back empty, is told
+``recovered: false`` and gets a snapshot). The active core killed with
+``-9`` is in tests/chain/test_cluster_on_chain_e2e.py, where both cores
+index one real chain.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
@@ -20,56 +21,9 @@ from tests.reliability.resuming import ResumingClient
 
 from .cluster import cluster_settings, start_node, wait_ready
 from .redis_server import RedisServer
-from .test_cluster_e2e import BTC, an_account, streams_of, until_both_reach
+from .test_cluster_e2e import an_account, streams_of, until_both_reach
 
 pytestmark = pytest.mark.e2e
-
-
-async def is_active(core: DaemonProcess) -> bool:
-    async with httpx.AsyncClient(base_url=core.http, timeout=5) as http:
-        tree = (await http.get("/debug/actors")).json()
-    return bool(tree["deployment"]["active"])
-
-
-async def test_kill_9_of_the_active_core_the_standby_takes_over_and_clients_see_a_pause(
-    redis: RedisServer, tmp_path: Path,
-) -> None:
-    settings = cluster_settings(redis, tmp_path / "data")
-    nodes: list[DaemonProcess] = []
-    try:
-        first = await start_node(tmp_path / "core1", settings, "core")
-        nodes.append(first)
-        await wait_ready(first)
-        second = await start_node(tmp_path / "core2", settings, "core")
-        edge = await start_node(tmp_path / "edge", settings, "edge")
-        nodes += [second, edge]
-        await wait_ready(edge)
-        assert await is_active(first) and not await is_active(second)
-        name = f"prices:{BTC}"
-        client = ResumingClient(edge.ws(""), {name: {"channel": "prices", "market_id": BTC},
-                                               "liquidations": {"channel": "liquidations"}})
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.connected_for, math.inf)
-            with trio.fail_after(30):
-                while len(client.frames.get(name, {})) < 3:
-                    await trio.sleep(0.05)
-            before = client.positions[name]
-            first.kill()
-            killed_at = trio.current_time()
-            with trio.fail_after(30):
-                while not await is_active(second):
-                    await trio.sleep(0.05)
-            took_over_s = trio.current_time() - killed_at
-            print(f"the standby took over {took_over_s:.2f} s after the kill "
-                  f"(lease_ttl_s {settings['bus']['lease_ttl_s']})")
-            await client.wait_for_offset(name, before[1] + 1, timeout=30)
-            nursery.cancel_scope.cancel()
-        assert client.closes == [] and client.recovered == [None, None]  # one connection all along
-        assert client.repeats == []  # offsets went on increasing
-        assert {frame["epoch"] for frame in client.frames[name].values()} == {before[0]}
-    finally:
-        for node in nodes:
-            node.ensure_stopped()
 
 
 async def test_redis_restarted_with_its_data_then_empty_clients_stay_and_resumes_say_what_they_got(

@@ -35,10 +35,9 @@ def params(market_id: str = BTC, mmr: str = "0.005") -> MarketParams:
     )
 
 
-def core(market_id: str = BTC, snapshot: StoreSnapshot | None = None, *, published_through: int | None = None,
-         **settings: object) -> MarketCore:
+def core(market_id: str = BTC, snapshot: StoreSnapshot | None = None, **settings: object) -> MarketCore:
     return MarketCore.rebuilt(params(market_id), MarketSettings(**settings),  # type: ignore[arg-type]
-                              snapshot or StoreSnapshot(None, [], []), T0_MS, published_through=published_through)
+                              snapshot or StoreSnapshot(None, [], []), T0_MS)
 
 
 def price(value: str, *, at_ms: int = T0_MS, slot: int | None = None, conf: str = "0",

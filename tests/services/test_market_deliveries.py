@@ -15,6 +15,7 @@ from tests.services.builders import (
     closed,
     core,
     delivery,
+    liquidated,
     meta,
     modified,
     opened,
@@ -70,8 +71,8 @@ def test_deliveries_the_snapshot_reflects_or_already_applied_are_skipped() -> No
     store.put(stored(1, last_event=meta(10)))
     store.delivered_through = 3
     market = core(BTC, store.snapshot(BTC))
-    # The tail a crash left undelivered comes again with its old seqs: one in the snapshot...
-    effects = market.on_delivery(delivery(opened(1, meta(10)), "pending", 3), T0_MS)
+    # The tail a crash left undelivered comes again with its old seqs: one in the snapshot (and told)...
+    effects = market.on_delivery(delivery(opened(1, meta(10)), "pending", 3), T0_MS, told=True)
     assert effects.user_events == [] and len(market.book) == 1
     # ...then a new one, applied once even when delivered twice.
     for _ in range(2):
@@ -88,7 +89,7 @@ def test_deliveries_stored_but_never_published_are_published_after_a_restart_wit
     store = MemoryPositionStore()
     store.put(stored(1, size="2", last_event=meta(11)))
     store.delivered_through = 4
-    market = core(BTC, store.snapshot(BTC), published_through=2)
+    market = core(BTC, store.snapshot(BTC))
     redelivered = [
         delivery(opened(1, meta(10)), "pending", 3, before=None),
         delivery(modified(1, meta(11), size="2"), "pending", 4, before=stored(1, last_event=meta(10))),
@@ -97,8 +98,27 @@ def test_deliveries_stored_but_never_published_are_published_after_a_restart_wit
     assert [(m.type, m.event.block_number, m.finality) for m in messages] == [
         ("position_opened", 10, "pending"), ("position_modified", 11, "pending")]
     assert market.book.get(pid(1)).size == Decimal(2) and market.volume_total == 0  # not applied twice
-    # Once published, a further redelivery (another crash before the acknowledgement) is not published again.
-    assert market.on_delivery(redelivered[1], T0_MS).user_events == []
+    # Once told (another crash before the acknowledgement), a further redelivery is not published again.
+    assert market.on_delivery(redelivered[1], T0_MS, told=True).user_events == []
+
+
+def test_a_delivery_clients_were_told_of_is_applied_without_a_message() -> None:
+    # A core taking over indexes the chain itself: what another core published
+    # comes as new deliveries, which the state needs and clients have had.
+    market = core(BTC)
+    market.on_price(price("50000"), T0_MS)
+    steps = [delivery(opened(1, meta(10)), "pending", 1, before=None),
+             delivery(liquidated(1, meta(11)), "pending", 2, before=stored(1, last_event=meta(10)))]
+    told = [market.on_delivery(steps[0], T0_MS, told=True)]
+    assert len(market.book) == 1 and market.volume_total > 0
+    told.append(market.on_delivery(steps[1], T0_MS, told=True))
+    assert len(market.book) == 0
+    assert all(e.user_events == [] and e.liquidation_events == [] and e.stats_events == [] for e in told)
+    untold = core(BTC)
+    untold.on_price(price("50000"), T0_MS)
+    effects = [untold.on_delivery(step, T0_MS) for step in steps]
+    assert [m.type for e in effects for _, m in e.user_events] == ["position_opened", "position_liquidated"]
+    assert [e.kind for e in effects[1].liquidation_events] == ["liquidated"]
 
 
 def _finality_story() -> tuple[list[dict], object]:
