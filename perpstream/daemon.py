@@ -82,6 +82,8 @@ async def serve_app(
     async def stop_serving() -> None:
         await shutdown.wait()
         log.info("shutting down: closing client connections")
+
+    async def drain() -> None:
         await _say_goodbye(context)
 
     async with trio.open_nursery() as nursery:
@@ -90,7 +92,7 @@ async def serve_app(
             await serve(
                 app, host=config.server.host, port=config.server.port, guard=guard,
                 max_message_bytes=4 * config.ws.max_frame_bytes, compression=config.ws.compression,
-                reuse_port=reuse_port, shutdown_trigger=stop_serving, task_status=task_status,
+                reuse_port=reuse_port, shutdown_trigger=stop_serving, drain=drain, task_status=task_status,
             )
             nursery.cancel_scope.cancel()  # the GC policy ends with the server
 

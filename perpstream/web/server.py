@@ -206,9 +206,15 @@ async def serve(
     compression: bool = False,
     reuse_port: bool = False,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    drain: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on host:port until ``shutdown_trigger`` returns.
+
+    Then the listeners close at once — a client reconnecting while the open
+    connections are told goodbye is refused (and retries elsewhere, or on
+    the next start) instead of being taken on by a server about to cut it
+    — and ``drain`` runs before the graceful timeout starts.
 
     The same life cycle as ``hypercorn.trio.serve`` (ASGI lifespan, graceful
     timeout on shutdown), with each accepted socket wrapped for ``guard``.
@@ -254,6 +260,10 @@ async def serve(
                 task_status.started(bound)
                 await shutdown_trigger()
                 accept_nursery.cancel_scope.cancel()
+            for listener in listeners:
+                await listener.aclose()
+            if drain is not None:
+                await drain()
             # No new connections; give open ones the graceful timeout to finish.
             await worker.terminate()
             guard.close_idle_keep_alives()

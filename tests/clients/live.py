@@ -175,7 +175,11 @@ class Program:
         def found() -> list[str]:
             return [line for line in (self.stderr if stderr else self.stdout) if re.search(pattern, line)]
 
-        await self.wait_until(lambda: len(found()) >= count, timeout=timeout)
+        try:
+            await self.wait_until(lambda: len(found()) >= count, timeout=timeout)
+        except trio.TooSlowError:
+            raise AssertionError(f"{count} line(s) matching {pattern!r} not printed in {timeout:g} s\n"
+                                 f"{self.output()}") from None
         return found()
 
     async def wait_until(self, condition: Callable[[], bool], *, timeout: float = 15) -> None:

@@ -71,7 +71,7 @@ async def test_a_signal_says_goodbye_to_clients_and_exits_zero(tmp_path: Path, s
             proc.kill()
 
 
-async def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
+async def test_a_stopping_daemon_takes_no_new_connection_and_a_second_signal_exits_at_once(tmp_path: Path) -> None:
     port = free_port()
     proc = _start(tmp_path, port)
     try:
@@ -87,6 +87,9 @@ async def test_a_second_signal_exits_at_once(tmp_path: Path) -> None:
         # Signals of one kind arriving together are coalesced: let the first be read.
         await trio.sleep(0.5)
         assert proc.poll() is None, "the graceful stop should still be waiting for the stalled client"
+        # Meanwhile a reconnecting client is refused, not taken on by a server about to cut it.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
         proc.send_signal(signal.SIGTERM)
         code = await trio.to_thread.run_sync(lambda: proc.wait(timeout=10))
         stalled.close()
