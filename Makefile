@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/perpstream serve --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
+# Two workers (pytest-xdist): most of the suite's time is real processes
+# waiting on each other, so two run in about 60 % of the time of one.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Quality gates: lint, and types (the actor runtime strictly).
 check: $(STAMP)

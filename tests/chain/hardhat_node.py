@@ -27,6 +27,7 @@ from web3 import Web3
 from perpstream.devchain import DEFAULT_MARKET_FEEDS, DemoPublisher, Deployment, DevChain, MarketRisk
 from perpstream.devchain import deploy_exchange as deploy_contracts
 from tests.e2e.daemon import free_port
+from tests.npm_install import npm_ci
 
 __all__ = [
     "REQUIRE_ENV", "HardhatNode", "deploy_exchange", "exchange_at", "hardhat_unavailable", "install_hardhat",
@@ -50,13 +51,8 @@ def hardhat_unavailable() -> str | None:
 
 def install_hardhat() -> Path:
     """The hardhat executable, running ``npm ci`` first when node_modules is missing."""
-    executable = HARDHAT_DIR / "node_modules" / ".bin" / "hardhat"
-    if not executable.exists():
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"], cwd=HARDHAT_DIR, check=True,
-            timeout=_INSTALL_TIMEOUT_S, capture_output=True,
-        )
-    return executable
+    npm_ci(HARDHAT_DIR, installed=(".bin/hardhat",), timeout=_INSTALL_TIMEOUT_S)
+    return HARDHAT_DIR / "node_modules" / ".bin" / "hardhat"
 
 
 class HardhatNode:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.npm_install import npm_ci
 
 JS = Path(__file__).resolve().parents[2] / "examples" / "js"
 # What examples/js/package-lock.json installs that the tests use.
@@ -16,14 +17,10 @@ LOCKED = ("ws/package.json", "@asyncapi/specs/schemas/3.0.0.json")
 @pytest.fixture(scope="session")
 def node_modules() -> Path:
     """examples/js/node_modules as the lock file pins it (``npm ci``); skips without npm."""
-    npm = shutil.which("npm")
-    if npm is None:
+    if shutil.which("npm") is None:
         pytest.skip("npm is not installed: the examples' Node packages cannot be installed here")
-    modules = JS / "node_modules"
-    if not all((modules / path).is_file() for path in LOCKED):
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, timeout=300,
-                       stdout=subprocess.DEVNULL)
-    return modules
+    npm_ci(JS, installed=LOCKED, timeout=300)
+    return JS / "node_modules"
 
 
 @pytest.fixture(scope="session")
