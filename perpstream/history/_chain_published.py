@@ -52,17 +52,21 @@ class ChainPublished:
             return True
         return indexed.finality == "pending" and _identity(meta) in self.pending
 
-    def mark(self, indexed: IndexedEvent) -> None:
-        """The messages of ``indexed`` are published."""
+    def mark(self, indexed: IndexedEvent) -> bool:
+        """The messages of ``indexed`` are published; whether that moved the point (a told one does not)."""
         meta = indexed.event.meta
         if indexed.finality == "pending":
-            if meta.order > self.final_through:
-                self.pending[_identity(meta)] = meta.order
+            if meta.order <= self.final_through or _identity(meta) in self.pending:
+                return False
+            self.pending[_identity(meta)] = meta.order
         elif indexed.finality == "reverted":
-            self.pending.pop(_identity(meta), None)
+            return self.pending.pop(_identity(meta), None) is not None
         elif meta.order > self.final_through:
             self.final_through = meta.order
             self.pending = {key: order for key, order in self.pending.items() if order > meta.order}
+        else:
+            return False
+        return True
 
     def to_json(self) -> str:
         return json.dumps({"final_through": list(self.final_through),

@@ -125,8 +125,13 @@ class StreamHistory:
         """
         if self._chain_published is not None:
             return self._chain_published.setdefault(market_id, ChainPublished()).told(indexed)
-        published = self._file.published_through(market_id) if self._file is not None else self._published.get(market_id, 0)
-        return 0 < indexed.seq <= published
+        return 0 < indexed.seq <= self._seq_published(market_id)
+
+    def _seq_published(self, market_id: str) -> int:
+        """The newest delivery seq ``market_id`` has published: read from the file once, then kept here."""
+        if market_id not in self._published:
+            self._published[market_id] = self._file.published_through(market_id) if self._file is not None else 0
+        return self._published[market_id]
 
     @contextmanager
     def chain_delivery(self, market_id: str, indexed: IndexedEvent) -> Iterator[None]:
@@ -135,16 +140,17 @@ class StreamHistory:
         if self._chain_published is not None:
             yield
             point = self._chain_published.setdefault(market_id, ChainPublished())
-            point.mark(indexed)
-            assert self._relay is not None
-            self._relay.chain_published(market_id, point)
-        elif self._file is None:
+            if point.mark(indexed):
+                assert self._relay is not None
+                self._relay.chain_published(market_id, point)
+            return
+        if self._file is None:
             yield
-            self._published[market_id] = max(self._published.get(market_id, 0), indexed.seq)
         else:
             with self._file.transaction():
                 yield
                 self._file.mark_published(market_id, indexed.seq)
+        self._published[market_id] = max(self._seq_published(market_id), indexed.seq)
 
     def sweep(self) -> None:
         """Trim by age and forget idle streams (called every second or so)."""
