@@ -26,17 +26,13 @@ from tests.reliability.resuming import ResumingClient
 
 from .conftest import OnNode
 from .helpers import BTC
-from .test_resume_across_restart_e2e import final, open_long
+from .test_resume_across_restart_e2e import final, on_node, open_long
 
 pytestmark = pytest.mark.e2e
 
 
 def node_settings(server: RedisServer, hardhat: OnNode, data_dir: Path) -> dict[str, Any]:
-    return cluster_settings(
-        server, data_dir,
-        chain={"source": "rpc", "rpc_url": hardhat.node.url, "contract_address": hardhat.address,
-               "confirmations": 2, "poll_interval_ms": 50, "rpc_timeout_s": 5.0},
-    )
+    return cluster_settings(server, data_dir, chain=on_node(hardhat))
 
 
 async def test_two_cores_and_two_edges_on_one_chain_lose_and_repeat_nothing_through_kill_9_of_a_core_and_an_edge(

@@ -27,11 +27,16 @@ from .helpers import BTC, d
 pytestmark = pytest.mark.e2e
 
 
+def on_node(hardhat: OnNode) -> dict[str, Any]:
+    """The ``[chain]`` section of a daemon indexing Hardhat's node, quickly."""
+    return {"source": "rpc", "rpc_url": hardhat.node.url, "contract_address": hardhat.address,
+            "confirmations": 2, "poll_interval_ms": 50, "rpc_timeout_s": 5.0}
+
+
 def settings(tmp_path: Path, hardhat: OnNode) -> dict[str, Any]:
     return {
         "server": {"data_dir": str(tmp_path / "data")},
-        "chain": {"source": "rpc", "rpc_url": hardhat.node.url, "contract_address": hardhat.address,
-                  "confirmations": 2, "poll_interval_ms": 50, "rpc_timeout_s": 5.0},
+        "chain": on_node(hardhat),
         "streams": {"positions_interval_ms": 250},
     }
 
