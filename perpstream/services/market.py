@@ -3,8 +3,8 @@
 The actor owns its market's state (a pure :class:`~perpstream.services.market_core.MarketCore`)
 and does only the I/O: it feeds the core prices from the feed and deliveries
 from the chain indexer, publishes what the core asks (``price_update``
-throttled to ``prices_interval_ms``, always the newest, and kept at that
-cadence while the price is stale, so a client sees the true age grow;
+throttled to ``prices_interval_ms`` on a grid every market shares, always the
+newest, and kept at that cadence while the price is stale, so a client sees the true age grow;
 ``market_stats`` every ``market_stats_interval_ms`` and on the first price;
 ``funding_rate_update`` and ``liquidation_event`` as they happen), publishes
 account events on the positions streams (kept in their history whether or
@@ -23,6 +23,7 @@ a resuming client misses none of them.
 from __future__ import annotations
 
 import logging
+import math
 
 import trio
 
@@ -62,6 +63,20 @@ def market_params(market: MarketConfig) -> MarketParams:
         skew_scale=market.funding.skew_scale,
         max_funding_rate_per_hour=market.funding.max_rate_per_hour,
     )
+
+
+def next_price_slot(now: float, interval: float) -> float:
+    """When the price after one published at ``now`` may go out: the first slot of the grid at least half an interval on.
+
+    Every market of a process publishes on the same grid (multiples of the
+    interval on trio's clock), so a tick's prices go out together: one burst
+    for the connections, one write to the bus for a core, where markets each
+    on their own phase made a burst per market, each delaying the next. On
+    the grid the cadence is exact (no drift by the time publishing takes);
+    a price published off it (the first, or one after a quiet spell) is
+    followed at the next slot half an interval away or more.
+    """
+    return math.ceil((now + interval / 2) / interval) * interval
 
 
 class MarketActor(Actor):
@@ -188,7 +203,7 @@ class MarketActor(Actor):
         return self._price_dirty.is_set() or (self.core.price is not None and self.core.is_stale(now_ms))
 
     async def _publish_prices(self) -> None:
-        """Publish the newest price at once, then at most once per interval (every interval while stale)."""
+        """Publish the newest price at once, then on the shared grid of the interval (every slot while stale)."""
         interval = self.settings.prices_interval_ms / 1000
         while True:
             if not self._price_due():
@@ -199,7 +214,7 @@ class MarketActor(Actor):
             message = self.core.price_message(self.clock.now_ms())
             if message is not None and self._prices is not None:
                 self._prices.publish_snapshot(message, self.clock.now_ms())
-            await trio.sleep(interval)
+            await trio.sleep_until(next_price_slot(trio.current_time(), interval))
 
     def _publish_stats(self) -> None:
         if self._stats is not None:

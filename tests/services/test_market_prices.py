@@ -1,9 +1,12 @@
-"""Prices on the pure core: the newest by (publish_time, slot) wins, ages are computed when asked."""
+"""Prices on the pure core (the newest by (publish_time, slot) wins, ages are computed when asked) and the grid they go out on."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from perpstream.services.market import next_price_slot
 from tests.services.builders import T0_MS, core, price
 
 
@@ -56,3 +59,13 @@ def test_a_non_positive_price_is_refused_not_fatal() -> None:
     assert market.price.price.value == Decimal(100)
     effects = market.on_price(price("-5", slot=3), T0_MS)
     assert effects.refused and market.price.price.value == Decimal(100)
+
+
+@pytest.mark.parametrize(("now", "expected"), [
+    (10.0, 11.0),      # on the grid: exactly one interval on
+    (10.0004, 11.0),   # just after a slot (publishing took a moment): no drift
+    (10.4, 11.0),      # off the grid: the next slot, at least half an interval on
+    (10.6, 12.0),
+])
+def test_prices_go_out_on_a_grid_every_market_shares(now: float, expected: float) -> None:
+    assert next_price_slot(now, 1.0) == pytest.approx(expected)
