@@ -22,9 +22,11 @@ from perpstream.bus import (
     INTEREST,
     BusKeys,
     CoreLease,
+    EdgeOpenPositions,
     EdgeStreams,
     InterestWatcher,
     LeaseLost,
+    OpenPositionsPublisher,
     RedisLink,
     RedisRelay,
     StreamUnavailable,
@@ -117,6 +119,8 @@ async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
 async def _run_active_core(config: Config, clock: WallClock, link: RedisLink, keys: BusKeys, lease: CoreLease,
                            registry: actors.Registry, context: AppContext, shutdown: trio.Event) -> None:
     streams = config.streams
+    # The list of every open position is refreshed as often as an account's positions_update.
+    interval_s = streams.positions_interval_ms / 1000
     relay = RedisRelay(link, keys, max_backlog=config.bus.max_backlog)
     history_log = await relay.load(size=streams.history_size, ttl_ms=int(streams.history_ttl_s * 1000),
                                    now_ms=clock.now_ms())
@@ -127,6 +131,9 @@ async def _run_active_core(config: Config, clock: WallClock, link: RedisLink, ke
             "written": relay.written, "backlog": relay.backlog, "lost": relay.lost, "redis_up": link.up,
             "epoch": history_log.epoch, "offset": history_log.head})),
         ChildSpec(INTEREST, lambda: InterestWatcher(link, keys)),
+        ChildSpec("open-positions", lambda: OpenPositionsPublisher(
+            link, keys, context.market_ids, now_ms=clock.now_ms, interval_s=interval_s,
+            ttl_s=2 * interval_s + config.bus.lease_ttl_s)),
     ], backoff=RESTART_BACKOFF)
     async with open_sources(config, clock, local_history=False) as built:
         tree = build_tree(config, clock=clock, feed=built.feed, store=built.store, chain=built.chain,
@@ -161,7 +168,8 @@ async def run_edge(
     streams = EdgeStreams(link, keys, registry, event_buffer=config.ws.event_buffer,
                           interest_ttl_s=config.bus.interest_ttl_s)
     guard = new_guard(config)
-    context = web_context(config, registry, clock, guard, history=streams, follow=streams.follow)
+    context = web_context(config, registry, clock, guard, history=streams, follow=streams.follow,
+                          open_positions=EdgeOpenPositions(link, keys, [m.id for m in config.markets]))
     _bus_check(context, link)
 
     async def core_present() -> list[str]:

@@ -15,6 +15,8 @@
     A hash: per market, what it has told clients of the chain
     (:class:`~perpstream.history.ChainPublished` as JSON), so that a core
     taking over does not tell them again.
+``{p}:open:{market}``
+    The market's open positions, as the active core last priced them (JSON, with a TTL).
 ``{p}:interest:{address}``
     An edge has subscribers to ``positions:{address}`` (a key with a TTL, refreshed).
 ``{p}:lease``
@@ -57,6 +59,9 @@ class BusKeys:
 
     def snapshot(self, stream: str) -> str:
         return f"{self.prefix}:snap:{stream}"
+
+    def open_positions(self, market_id: str) -> str:
+        return f"{self.prefix}:open:{market_id}"
 
     def interest(self, address: str) -> str:
         return f"{self.prefix}:interest:{address}"

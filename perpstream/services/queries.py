@@ -27,12 +27,15 @@ from perpstream.protocol import PriceUpdate as PriceMessage
 from perpstream.services.market_core import MarketCore
 from perpstream.services.messages import MarketCandidates
 
-__all__ = ["MarketQueries", "MarketUnavailable"]
+__all__ = ["RESTART_WAIT_S", "MarketQueries", "MarketUnavailable"]
 
 
 class MarketUnavailable(LookupError):
     """The market's actor is not running right now (restarting, or unknown)."""
 
+
+#: How long a REST read waits for a restarting market before it answers 503.
+RESTART_WAIT_S = 2.0
 
 #: Typed liquidation events queued per subscriber before it is cut off.
 LIQUIDATION_EVENT_BUFFER = 1024

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -13,6 +14,8 @@ from perpstream.clock import WallClock
 from perpstream.config import Config
 from perpstream.history import StreamHistory, StreamRecovery
 from perpstream.protocol import Channel
+from perpstream.services.open_positions import OpenPositionsSource, from_markets
+from perpstream.services.queries import RESTART_WAIT_S, MarketQueries
 from perpstream.services.session import acquire_session
 from perpstream.services.topics import SESSION_DIRECTORY, StreamTopics
 from perpstream.streams import StreamKey
@@ -52,6 +55,11 @@ class AppContext:
     history: StreamRecovery = attrs.field(default=attrs.Factory(
         lambda self: StreamHistory.in_memory(size=self.config.streams.history_size,
                                              ttl_s=self.config.streams.history_ttl_s, now_ms=self.clock.now_ms),
+        takes_self=True))
+    # Where /api/v1/positions gets every open position: these markets (an edge reads what the core published).
+    open_positions: OpenPositionsSource = attrs.field(default=attrs.Factory(
+        lambda self: partial(from_markets, MarketQueries.of(self.registry, self.clock.now_ms), self.market_ids,
+                             now_ms=self.clock.now_ms, restart_wait_s=RESTART_WAIT_S),
         takes_self=True))
 
     @property

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal
 
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from perpstream.protocol import Channel, Frame, PositionsUpdate, PositionView, encode, to_data
-from perpstream.services.queries import MarketQueries, MarketUnavailable
+from perpstream.protocol import Channel, Frame, PositionsUpdate, PositionView, encode
+from perpstream.services.open_positions import BadPageRequest, OpenPositionsUnavailable, PageRequest, page_of
+from perpstream.services.queries import RESTART_WAIT_S, MarketQueries, MarketUnavailable
 from perpstream.streams import BadStreamParameter, StreamKey, parse_address, parse_market_id
 from perpstream.web.context import AppContext
 
 __all__ = ["add_rest_routes", "error_response", "json_response"]
 
-_MAX_PAGE = 1000
-# How long a positions request waits for a restarting market before 503.
-_RESTART_WAIT_S = 2.0
 # An edge asking for an account nobody watches waits this long for the core's first snapshot.
 _FIRST_SNAPSHOT_WAIT_S = 5.0
-# A position id, as every page's ``next`` gives it: the contract's bytes32 id in hex.
-_CURSOR = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 def json_response(body: str | object, status: int = 200) -> Response:
@@ -121,7 +116,7 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
             return error_response(400, exc.code, exc.message)
         if context.follow is not None:
             return await _positions_from_stream(context, address)
-        await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
+        await _queries(context).wait_available(context.market_ids, RESTART_WAIT_S)
         views: list[PositionView] = []
         for market_id in context.market_ids:
             try:
@@ -140,37 +135,12 @@ def add_rest_routes(app: QuartTrio, context: AppContext) -> None:
     @app.get("/api/v1/positions")
     async def open_positions() -> Response:
         """Every open position, ordered by position id; ``?limit=&after=`` pages through them."""
-        if context.follow is not None:
-            return error_response(501, "not_on_an_edge", "the list of every open position is served by "
-                                  "`--role all` only; an edge serves /api/v1/positions/{address}")
-        raw_limit = request.args.get("limit", "100")
         try:
-            limit = int(raw_limit)
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= _MAX_PAGE:
-            return error_response(400, "invalid_parameter",
-                                  f"limit must be an integer from 1 to {_MAX_PAGE}, got {raw_limit[:80]!r}")
-        after = request.args.get("after", "")
-        if after and not _CURSOR.fullmatch(after):
-            return error_response(400, "invalid_parameter",
-                                  f"after must be a position id (0x and 64 hex digits, a page's next), got {after[:80]!r}")
-        after = after.lower()
-        rows: list[tuple[str, str, PositionView]] = []
-        await _queries(context).wait_available(context.market_ids, _RESTART_WAIT_S)
-        for market_id in context.market_ids:
-            try:
-                positions = _queries(context).positions(market_id)
-            except MarketUnavailable:
-                return error_response(503, "market_unavailable", f"market {market_id} is unavailable")
-            rows.extend((view.position_id, address, view) for address, view in positions)
-        rows.sort(key=lambda row: row[0])
-        remaining = [row for row in rows if row[0] > after]
-        page = remaining[:limit]
-        body = {
-            "positions": [{"user_address": address, **to_data(view)} for _, address, view in page],
-            "total": len(rows),
-            "next": page[-1][0] if len(remaining) > limit else None,
-        }
-        return json_response(body)
-
+            page = PageRequest.parse(request.args)
+        except BadPageRequest as exc:
+            return error_response(400, "invalid_parameter", str(exc))
+        try:
+            listed = await context.open_positions()
+        except OpenPositionsUnavailable as exc:
+            return error_response(503, exc.code, exc.message)
+        return json_response(page_of(listed, page))

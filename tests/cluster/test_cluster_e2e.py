@@ -120,7 +120,14 @@ async def test_clients_on_two_edges_receive_identical_frames_and_rest_answers_fr
         assert (await http.get("/api/v1/liquidations")).json()["type"] == "liquidation_alert"
         mine = (await http.get(f"/api/v1/positions/{account}")).json()
         assert mine["type"] == "positions_update" and mine["user_address"] == account
-        assert (await http.get("/api/v1/positions")).status_code == 501
+        listed = await http.get("/api/v1/positions", params={"limit": 1000})
+        assert listed.status_code == 200, listed.text
+        body = listed.json()
+        ids = [row["position_id"] for row in body["positions"]]
+        assert ids == sorted(ids) and body["total"] == len(ids) and body["next"] is None and body["ts"] > 0
+        assert {p["position_id"] for p in mine["positions"]} <= set(ids)  # the account's are in the list
+        first = (await http.get("/api/v1/positions", params={"limit": 1})).json()
+        assert len(first["positions"]) == 1 and first["next"] == first["positions"][0]["position_id"]
         deployment_info = (await http.get("/debug/actors")).json()["deployment"]
     async with httpx.AsyncClient(base_url=core.http, timeout=10) as http:
         core_info = (await http.get("/debug/actors")).json()["deployment"]
