@@ -27,7 +27,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from perpstream import protocol
-from tests.clients.capture import capture_all
+from tests.clients.capture import Capture, capture_all
 from tests.clients.live import connect, stormy_config
 from tests.e2e.daemon import running_daemon
 
@@ -137,8 +137,17 @@ def schemas(document: dict[str, Any]) -> Schemas:
     return Schemas(document)
 
 
+def _chain_finalities(seen: dict[str, list[dict[str, Any]]]) -> set[str]:
+    return {m["finality"] for kind in ("position_opened", "position_modified") for m in seen.get(kind, [])}
+
+
+def _every_live_type_and_finality(capture: Capture) -> bool:
+    seen = capture.by_type()
+    return LIVE_TYPES <= seen.keys() and _chain_finalities(seen) == {"pending", "final"}
+
+
 async def test_every_message_the_daemon_sends_matches_the_document(tmp_path: Path, schemas: Schemas) -> None:
-    capture = await capture_all(tmp_path, wanted=LIVE_TYPES, min_seconds=4.0, max_seconds=15.0)
+    capture = await capture_all(tmp_path, enough=_every_live_type_and_finality, max_seconds=60.0)
     seen = capture.by_type()
     assert LIVE_TYPES <= seen.keys(), f"never provoked: {sorted(LIVE_TYPES - seen.keys())}"
     for endpoint, message in capture.messages:
@@ -148,8 +157,7 @@ async def test_every_message_the_daemon_sends_matches_the_document(tmp_path: Pat
         in_stream = message["channel"] != "system" and message["type"] != "connected"
         assert ("offset" in message and "epoch" in message) == in_stream, message
     # Each chain event arrives pending and later final; both finalities validated above.
-    finalities = {m["finality"] for kind in ("position_opened", "position_modified") for m in seen[kind]}
-    assert finalities == {"pending", "final"}
+    assert _chain_finalities(seen) == {"pending", "final"}
     assert {m["reason"] for m in seen["goodbye"]} >= {
         "server_shutting_down", "slow_consumer", "repeated_malformed_input", "too_many_subscriptions"}
     assert capture.closes == {
