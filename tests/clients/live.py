@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -189,21 +190,34 @@ class Program:
                 await self._changed.wait()
 
     async def wait(self, timeout: float = 10) -> int:
-        with trio.fail_after(timeout):
+        """The program's exit status, once it has exited; fails with its output after ``timeout`` seconds."""
+        with trio.move_on_after(timeout):
             return await self.process.wait()
+        raise AssertionError(f"still running after {timeout:g} s\n{self.output()}")
 
     def output(self) -> str:
         return "\n".join(["--- stdout", *self.stdout, "--- stderr", *self.stderr])
+
+
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 async def start_program(
     nursery: trio.Nursery, argv: Sequence[str], *, cwd: Path | None = None, stdin: bytes | None = None,
     env: dict[str, str] | None = None,
 ) -> Program:
-    """Start ``argv`` and collect its output in ``nursery`` (which waits for it to end)."""
+    """Start ``argv`` and collect its output in ``nursery`` (which waits for it to end).
+
+    The program gets SIGINT's default disposition, as from a terminal: a
+    shell starting the tests in the background (``make test &``) ignores
+    SIGINT in them, and a Python program started with it ignored would
+    never see the Ctrl-C the tests send.
+    """
     process = await trio.lowlevel.open_process(
         list(argv), cwd=cwd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+        preexec_fn=_sigint_as_from_a_terminal,
     )
     program = Program(process)
     assert process.stdout is not None and process.stderr is not None
