@@ -102,4 +102,4 @@ class EdgeOpenPositions:
             published = json.loads(value)
             rows.extend(published["rows"])
             oldest = published["ts"] if oldest is None else min(oldest, published["ts"])
-        return OpenPositions(rows, oldest or 0)
+        return OpenPositions.of_rows(rows, oldest or 0)

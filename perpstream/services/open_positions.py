@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import attrs
 
-from perpstream.protocol import to_data
+from perpstream.protocol import PositionView, to_data
 from perpstream.services.queries import MarketQueries, MarketUnavailable
 
 __all__ = [
@@ -40,10 +41,28 @@ Row = dict[str, Any]
 
 @attrs.frozen
 class OpenPositions:
-    """Every open position (``rows``), priced at ``ts`` (epoch ms)."""
+    """Every open position by its id, priced at ``ts`` (epoch ms).
 
-    rows: list[Row]
+    ``rows`` maps each position id to a function making its row, so that a
+    page converts only the positions it shows: the single process prices
+    every position per request but renders at most a page of them.
+    """
+
+    rows: Mapping[str, Callable[[], Row]]
     ts: int
+
+    @classmethod
+    def of_rows(cls, rows: list[Row], ts: int) -> OpenPositions:
+        """The list from rows already made (as an edge reads them from the bus)."""
+        return cls({str(row["position_id"]): partial(_itself, row) for row in rows}, ts)
+
+
+def _itself(row: Row) -> Row:
+    return row
+
+
+def _row(address: str, view: PositionView) -> Row:
+    return {"user_address": address, **to_data(view)}
 
 
 class OpenPositionsUnavailable(RuntimeError):
@@ -86,19 +105,20 @@ class PageRequest:
 
 def market_rows(queries: MarketQueries, market_id: str) -> list[Row]:
     """One market's open positions, priced now (raises ``MarketUnavailable`` while it restarts)."""
-    return [{"user_address": address, **to_data(view)} for address, view in queries.positions(market_id)]
+    return [_row(address, view) for address, view in queries.positions(market_id)]
 
 
 async def from_markets(queries: MarketQueries, market_ids: list[str], *, now_ms: Callable[[], int],
                        restart_wait_s: float) -> OpenPositions:
     """The single process's list: every market's state now, waiting a moment for one that restarts."""
     await queries.wait_available(market_ids, restart_wait_s)
-    rows: list[Row] = []
+    rows: dict[str, Callable[[], Row]] = {}
     for market_id in market_ids:
         try:
-            rows.extend(market_rows(queries, market_id))
+            positions = queries.positions(market_id)
         except MarketUnavailable:
             raise OpenPositionsUnavailable("market_unavailable", f"market {market_id} is unavailable") from None
+        rows.update((view.position_id, partial(_row, address, view)) for address, view in positions)
     return OpenPositions(rows, now_ms())
 
 
@@ -108,12 +128,11 @@ def page_of(listed: OpenPositions, request: PageRequest) -> dict[str, object]:
     ``ts`` is when the rows were priced (epoch ms): now in one process, the
     oldest market's publication on an edge.
     """
-    ordered = sorted(listed.rows, key=lambda row: str(row["position_id"]))
-    remaining = [row for row in ordered if row["position_id"] > request.after]
+    remaining = sorted(position_id for position_id in listed.rows if position_id > request.after)
     page = remaining[:request.limit]
     return {
-        "positions": page,
-        "total": len(ordered),
-        "next": page[-1]["position_id"] if len(remaining) > request.limit else None,
+        "positions": [listed.rows[position_id]() for position_id in page],
+        "total": len(listed.rows),
+        "next": page[-1] if len(remaining) > request.limit else None,
         "ts": listed.ts,
     }

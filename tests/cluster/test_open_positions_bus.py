@@ -44,8 +44,9 @@ async def _publish_and_page(link: RedisLink, keys: BusKeys, now: list[int]) -> N
     queries.register(core(ETH, StoreSnapshot(None, [stored(2, market_id=ETH)], [])))
     await publisher.publish(queries)
     listed = await edge()
-    assert sorted(row["position_id"] for row in listed.rows) == [f"0x{n:064x}" for n in (1, 2, 3)]
-    assert {row["user_address"] for row in listed.rows if row["position_id"].endswith("3")} == {BOB}
+    rows = [make() for make in listed.rows.values()]
+    assert sorted(row["position_id"] for row in rows) == [f"0x{n:064x}" for n in (1, 2, 3)]
+    assert {row["user_address"] for row in rows if row["position_id"].endswith("3")} == {BOB}
     assert listed.ts == T0_MS + 500
     ttl_ms = await link.client.pttl(keys.open_positions(BTC))
     assert 0 < ttl_ms <= 7000  # a core that stops publishing is not listed for long

@@ -12,7 +12,7 @@ def _row(n: int, account: str = "0xA") -> dict[str, object]:
 
 
 def test_pages_follow_position_ids_and_next_is_the_last_id_of_a_full_page() -> None:
-    listed = OpenPositions([_row(3), _row(1), _row(2, "0xB")], ts=1234)
+    listed = OpenPositions.of_rows([_row(3), _row(1), _row(2, "0xB")], ts=1234)
     first = page_of(listed, PageRequest(limit=2))
     assert [r["position_id"] for r in first["positions"]] == [f"0x{1:064x}", f"0x{2:064x}"]  # type: ignore[union-attr]
     assert first["total"] == 3 and first["next"] == f"0x{2:064x}" and first["ts"] == 1234
